@@ -1,0 +1,223 @@
+"""Configuration, flowing one way: defaults < TOML file < ``RTSERVER_*`` env < CLI flags.
+
+Every setting is one field of :class:`Settings`; its CLI flag (``--max-text-chars``),
+environment variable (``RTSERVER_MAX_TEXT_CHARS``) and TOML key (``max_text_chars``)
+are derived from the field name, and its help text is the field's ``doc`` metadata.
+Nothing else in rtserver reads the environment.
+
+Lists come as repeated flags, comma-separated env values or TOML arrays. The
+use-case → model map is the TOML table ``[models]`` or ``RTSERVER_MODELS=chat=m1,agent=m2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rtserver.exceptions import ConfigError
+from rtserver.protocol.frames import Limits
+
+USE_CASES = ("chat", "agent", "creative", "multimodal", "reasoning")
+
+
+def _f(default: Any, doc: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc, **kw})
+    return field(default=default, metadata={"doc": doc, **kw})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- server
+    host: str = _f("127.0.0.1", "address to listen on")
+    port: int = _f(8000, "TCP port (0 picks a free one)")
+    web_root: str = _f("", "folder served at / (default: the bundled web/ widget)")
+    log_json: bool = _f(False, "log one JSON object per line")
+    log_level: str = _f("info", "debug, info, warning or error")
+    log_content: bool = _f(False, "include message text in debug logs (off: no user content in logs)")
+    # --- protocol limits
+    max_frame_bytes: int = _f(8 * 1024 * 1024, "largest WebSocket frame accepted")
+    max_text_chars: int = _f(16_000, "longest message text")
+    max_attachments: int = _f(4, "attachments per message")
+    max_attachment_bytes: int = _f(5 * 1024 * 1024, "decoded bytes per attachment")
+    max_context_bytes: int = _f(4096, "JSON size of a message's context object")
+    messages_per_second: float = _f(5.0, "sustained client frames per second per connection (token bucket)")
+    message_burst: int = _f(20, "token bucket burst")
+    max_errors: int = _f(50, "error frames before the connection is closed with 4009")
+    outbox_frames: int = _f(512, "frames queued per connection before it is treated as a slow consumer")
+    slow_consumer_timeout_s: float = _f(5.0, "how long a full outbox may stay full before the socket is closed")
+    handshake_timeout_s: float = _f(10.0, "time allowed for the WebSocket opening handshake")
+    idle_timeout_s: float = _f(600.0, "close a socket with no client frame for this long")
+    ping_interval_s: float = _f(20.0, "WebSocket ping interval (0 disables)")
+    ping_timeout_s: float = _f(20.0, "close when a ping is not answered within this")
+    max_connections_per_ip: int = _f(64, "concurrent sockets per client address")
+    # --- security
+    auth_secret: str = _f("", "HMAC secret for connection tokens; empty disables auth (localhost only)")
+    auth_required: bool = _f(False, "refuse sockets without a valid token (implied by a non-local host with a secret)")
+    allowed_origins: list[str] = _f([], "browser Origins allowed (empty: any; '*' any)")
+    # --- sessions
+    redis: str = _f("", "redis://… URL; empty keeps sessions in memory")
+    session_ttl_s: float = _f(1800.0, "idle session lifetime (sliding)")
+    key_prefix: str = _f("rt", "prefix of every Redis key")
+    history_max_tokens: int = _f(1536, "history kept per conversation, in estimated tokens")
+    replay_frames: int = _f(2048, "frames of an active response kept for resume")
+    # --- workers
+    worker: list[str] = _f([], "worker address HOST:PORT or unix:PATH (repeatable); none: embedded worker")
+    embedded_engine: str = _f("openvino", "engine of the embedded worker: openvino or synthetic")
+    embedded_mode: str = _f("process", "embedded worker as a child 'process' or 'inproc'")
+    model: str = _f("smollm2-135m", "model of the embedded worker (a known name or a path)")
+    model_id: str = _f("smollm2-135m", "model id the embedded worker reports")
+    capacity: int = _f(16, "concurrent sequences of the embedded worker")
+    synthetic_tokens: int = _f(32, "synthetic engine: tokens per response")
+    synthetic_rate: float = _f(200.0, "synthetic engine: tokens per second per stream (0: unpaced)")
+    heartbeat_timeout_s: float = _f(3.0, "a worker silent this long is treated as hung")
+    worker_retry_s: float = _f(10.0, "how long a message waits for a worker to come back")
+    # --- generation
+    max_tokens: int = _f(256, "tokens per response")
+    temperature: float = _f(0.7, "sampling temperature")
+    top_p: float = _f(0.9, "nucleus sampling")
+    repetition_penalty: float = _f(1.15, "repetition penalty (SmolLM2 loops without one)")
+    system_prompt: str = _f("", "system prompt prepended to every conversation")
+    # --- routing
+    models: dict[str, str] = _f({}, "use case → model id (TOML [models] table); unset cases use model_id")
+    classifier: str = _f("", "folder of the ONNX intent classifier (default: the shipped one)")
+    classifier_threads: int = _f(1, "threads for the classifier pool")
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_frame_bytes=self.max_frame_bytes,
+            max_text_chars=self.max_text_chars,
+            max_attachments=self.max_attachments,
+            max_attachment_bytes=self.max_attachment_bytes,
+            max_context_bytes=self.max_context_bytes,
+            messages_per_second=self.messages_per_second,
+            message_burst=self.message_burst,
+        )
+
+    def model_map(self) -> dict[str, str]:
+        return {uc: self.models.get(uc, self.model_id) for uc in USE_CASES}
+
+    @property
+    def is_local(self) -> bool:
+        return self.host in ("127.0.0.1", "localhost", "::1")
+
+
+_HINTS = typing.get_type_hints(Settings)
+FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _convert(name: str, value: Any) -> Any:
+    hint = _HINTS[name]
+    origin = typing.get_origin(hint)
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        if hint is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+        if origin is list:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            return [str(v) for v in value]
+        if origin is dict:
+            if isinstance(value, str):
+                pairs = (p.split("=", 1) for p in value.split(",") if p.strip())
+                return {k.strip(): v.strip() for k, v in pairs}
+            return {str(k): str(v) for k, v in dict(value).items()}
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name!r}: cannot use {value!r} as {hint}") from None
+    raise ConfigError(f"setting {name!r} has an unsupported type {hint}")  # pragma: no cover
+
+
+def _check(s: Settings) -> Settings:
+    if not 0 <= s.port < 65536:
+        raise ConfigError("port must be 0-65535")
+    for name in ("max_frame_bytes", "max_text_chars", "max_attachment_bytes", "outbox_frames", "capacity", "max_tokens"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
+    bad = set(s.models) - set(USE_CASES)
+    if bad:
+        raise ConfigError(f"[models] names unknown use cases: {', '.join(sorted(bad))}")
+    if s.embedded_engine not in ("openvino", "synthetic"):
+        raise ConfigError("embedded_engine must be openvino or synthetic")
+    if s.embedded_mode not in ("process", "inproc"):
+        raise ConfigError("embedded_mode must be process or inproc")
+    if s.auth_required and not s.auth_secret:
+        raise ConfigError("auth_required needs auth_secret")
+    return s
+
+
+def load_settings(
+    *,
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build ``Settings`` from the layers; raises ``ConfigError`` on any bad value."""
+    values: dict[str, Any] = {}
+    if config_file:
+        try:
+            with open(config_file, "rb") as fh:
+                data = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {config_file}: {exc}") from None
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in FIELDS:
+                raise ConfigError(f"config file {config_file}: unknown setting {key!r}")
+            values[name] = _convert(name, value)
+    environ = os.environ if env is None else env
+    for name in FIELDS:
+        key = "RTSERVER_" + name.upper()
+        if key in environ:
+            values[name] = _convert(name, environ[key])
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            if name not in FIELDS:
+                raise ConfigError(f"unknown setting {name!r}")
+            values[name] = _convert(name, value)
+    return _check(Settings(**values))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per setting (help from the field doc; default shown)."""
+    group = parser.add_argument_group("settings (also RTSERVER_<NAME> env vars or the --config TOML file)")
+    for name, f in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        hint = _HINTS[name]
+        doc = f.metadata.get("doc", "")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if hint is bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"{doc} (default {default})")
+        elif typing.get_origin(hint) is list:
+            group.add_argument(flag, dest=name, action="append", default=None, metavar="VALUE",
+                               help=f"{doc} (repeatable)")
+        else:
+            group.add_argument(flag, dest=name, default=None, metavar=name.upper(),
+                               help=f"{doc} (default {default!r})")
+
+
+def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    overrides = {name: getattr(args, name, None) for name in FIELDS}
+    return load_settings(config_file=getattr(args, "config", None), env=env, overrides=overrides)
+

@@ -1,0 +1,257 @@
+"""The CPU engine: a GGUF model on openvino-genai's ContinuousBatchingPipeline.
+
+One background thread owns the pipeline and runs its ``step()`` loop; the event loop
+talks to it through a command queue (add, cancel) and receives tokens through
+``call_soon_threadsafe``. Requests beyond ``capacity`` wait in a FIFO inside the
+engine (their ``queue_ms`` measures it); each step decodes every active sequence.
+Detokenisation is incremental: the whole sequence is decoded and the new suffix
+sent, holding back an incomplete UTF-8 character.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rtserver.engines.base import (
+    EngineEvent,
+    EngineInfo,
+    EngineLoad,
+    FinishEvent,
+    GenerateRequest,
+    TokenEvent,
+)
+from rtserver.engines.models import resolve_model
+from rtserver.exceptions import EngineError
+
+_STOP = object()
+
+
+@dataclass(slots=True)
+class _Job:
+    request: GenerateRequest
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue[EngineEvent]
+    enqueued: float
+    handle: Any = None
+    ids: list[int] = field(default_factory=list)
+    sent_chars: int = 0
+    sent_ids: int = 0
+    prompt_tokens: int = 0
+    queue_ms: float = 0.0
+    cancelled: bool = False
+
+
+class OpenVinoEngine:
+    def __init__(
+        self,
+        model: str,
+        *,
+        model_id: str | None = None,
+        capacity: int = 16,
+        kv_cache_gb: float = 1.0,
+        device: str = "CPU",
+        threads: int | None = None,
+    ) -> None:
+        self._model = model
+        self.info = EngineInfo(engine="openvino", model_id=model_id or Path(model).stem, capacity=capacity)
+        self._capacity = capacity
+        self._kv_cache_gb = kv_cache_gb
+        self._device = device
+        self._threads = threads
+        self._commands: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pipe: Any = None
+        self._tok: Any = None
+        self._active: dict[str, _Job] = {}
+        self._waiting: deque[_Job] = deque()
+        self._next_id = 0
+
+    # ----------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._load)
+        self._thread = threading.Thread(target=self._run, name="openvino-engine", daemon=True)
+        self._thread.start()
+        await self._warm_up()
+
+    def _load(self) -> None:
+        import openvino_genai as og
+
+        path = resolve_model(self._model)
+        sc = og.SchedulerConfig()
+        sc.cache_size = max(1, int(self._kv_cache_gb))
+        sc.enable_prefix_caching = True
+        sc.max_num_seqs = self._capacity
+        sc.max_num_batched_tokens = 2048
+        props: dict[str, Any] = {}
+        if self._threads:
+            props["INFERENCE_NUM_THREADS"] = self._threads
+        try:
+            self._pipe = og.ContinuousBatchingPipeline(str(path), sc, self._device, props)
+        except Exception as exc:
+            raise EngineError(f"openvino could not load {path}: {exc}") from exc
+        self._tok = self._pipe.get_tokenizer()
+
+    async def _warm_up(self) -> None:
+        from rtserver.engines.base import ChatMessage, SamplingParams
+
+        req = GenerateRequest("warm-up", (ChatMessage("user", "Say hello."),), SamplingParams(max_tokens=8))
+        async for _ in self.generate(req):
+            pass
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._commands.put(_STOP)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10.0)
+            self._thread = None
+
+    def load(self) -> EngineLoad:
+        return EngineLoad(active=len(self._active), waiting=len(self._waiting), capacity=self._capacity)
+
+    # ----------------------------------------------------------------- requests
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[EngineEvent]:
+        if self._thread is None:
+            raise EngineError("engine not started")
+        loop = asyncio.get_running_loop()
+        job = _Job(request=request, loop=loop, out=asyncio.Queue(), enqueued=time.perf_counter())
+        self._commands.put(("add", job))
+        finished = False
+        try:
+            while True:
+                event = await job.out.get()
+                yield event
+                if isinstance(event, FinishEvent):
+                    finished = True
+                    return
+        finally:
+            if not finished:
+                self._commands.put(("cancel", job))
+
+    # ----------------------------------------------------------------- engine thread
+    def _run(self) -> None:
+        while True:
+            block = not self._active and not self._waiting
+            try:
+                while True:
+                    cmd = self._commands.get(block=block)
+                    block = False
+                    if cmd is _STOP:
+                        self._fail_all("engine closed")
+                        return
+                    self._command(cmd)
+            except queue.Empty:
+                pass
+            self._admit()
+            if not self._active:
+                continue
+            try:
+                self._pipe.step()
+            except Exception as exc:  # a broken step fails every sequence in it
+                self._fail_all(f"engine step failed: {exc}")
+                continue
+            self._collect()
+
+    def _command(self, cmd: tuple[str, _Job]) -> None:
+        kind, job = cmd
+        if kind == "add":
+            self._waiting.append(job)
+        elif kind == "cancel":
+            job.cancelled = True
+            if job in self._waiting:
+                self._waiting.remove(job)
+                self._emit(job, FinishEvent("cancelled", job.prompt_tokens, len(job.ids), job.queue_ms))
+            elif job.handle is not None:
+                job.handle.cancel()
+
+    def _admit(self) -> None:
+        import openvino_genai as og
+
+        while self._waiting and len(self._active) < self._capacity:
+            job = self._waiting.popleft()
+            params = job.request.params
+            gc = og.GenerationConfig()
+            gc.max_new_tokens = params.max_tokens
+            gc.do_sample = params.temperature > 0
+            if gc.do_sample:
+                gc.temperature = params.temperature
+                gc.top_p = params.top_p
+            gc.repetition_penalty = params.repetition_penalty
+            if params.seed is not None:
+                gc.rng_seed = params.seed
+            messages = [{"role": m.role, "content": m.content} for m in job.request.messages]
+            try:
+                prompt = self._tok.apply_chat_template(messages, add_generation_prompt=True)
+                job.prompt_tokens = int(self._tok.encode(prompt).input_ids.get_shape()[-1])
+                self._next_id += 1
+                job.handle = self._pipe.add_request(self._next_id, prompt, gc)
+            except Exception as exc:
+                self._emit(job, FinishEvent("error", 0, 0, error=f"could not start generation: {exc}"))
+                continue
+            job.queue_ms = (time.perf_counter() - job.enqueued) * 1000.0
+            self._active[job.request.request_id + f"#{self._next_id}"] = job
+
+    def _collect(self) -> None:
+        import openvino_genai as og
+
+        done: list[str] = []
+        for key, job in self._active.items():
+            handle = job.handle
+            reason: str | None = None
+            if handle.can_read():
+                for output in handle.read().values():
+                    job.ids.extend(output.generated_ids)
+                    fr = output.finish_reason
+                    if fr == og.GenerationFinishReason.STOP:
+                        reason = "stop"
+                    elif fr == og.GenerationFinishReason.LENGTH:
+                        reason = "length"
+                self._flush_text(job, final=reason is not None)
+            status = handle.get_status()
+            if reason is None and status != og.GenerationStatus.RUNNING:
+                if job.cancelled or status in (og.GenerationStatus.CANCEL, og.GenerationStatus.STOP):
+                    reason = "cancelled"
+                elif status == og.GenerationStatus.FINISHED:
+                    self._flush_text(job, final=True)
+                    reason = "stop"
+                else:
+                    reason = "error"
+            if reason is not None:
+                if job.cancelled:
+                    reason = "cancelled"
+                self._emit(job, FinishEvent(reason, job.prompt_tokens, len(job.ids), job.queue_ms))  # type: ignore[arg-type]
+                done.append(key)
+        for key in done:
+            del self._active[key]
+
+    def _flush_text(self, job: _Job, *, final: bool) -> None:
+        if not job.ids or job.cancelled:
+            return
+        text = self._tok.decode(job.ids)
+        if not final and text.endswith("\ufffd"):
+            return  # an incomplete multi-byte character: wait for the next token
+        new = text[job.sent_chars :]
+        if new:
+            job.sent_chars = len(text)
+            first = job.sent_ids == 0
+            self._emit(job, TokenEvent(new, len(job.ids) - job.sent_ids, job.queue_ms if first else None))
+            job.sent_ids = len(job.ids)
+
+    def _emit(self, job: _Job, event: EngineEvent) -> None:
+        try:
+            job.loop.call_soon_threadsafe(job.out.put_nowait, event)
+        except RuntimeError:  # the event loop is gone
+            pass
+
+    def _fail_all(self, why: str) -> None:
+        for job in list(self._active.values()) + list(self._waiting):
+            self._emit(job, FinishEvent("error", job.prompt_tokens, len(job.ids), job.queue_ms, error=why))
+        self._active.clear()
+        self._waiting.clear()

@@ -1,0 +1,1 @@
+"""The asyncio shell: lifespan (app.py), sockets (connection.py), HTTP routes (http.py)."""

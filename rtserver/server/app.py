@@ -1,0 +1,664 @@
+"""The gateway: one lifespan that opens and closes every resource, and the
+conversation logic between sockets, router, workers and the session store.
+
+Path of a message: ``Connection`` decodes and admits it → ``start_response`` →
+router (bypass in µs, classifier off the loop) → pool picks the pinned worker →
+``WorkerClient.generate`` → each token stamped with stats → ``LiveSession.emit``
+→ bounded outbox → socket. The session is written through to the store off that
+path (``SessionWriter``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import websockets
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.http11 import Request, Response
+
+from rtserver.codes import CloseCode, ErrorCode
+from rtserver.config import Settings
+from rtserver.engines.base import ChatMessage, GenerateRequest, MediaPart, SamplingParams, TokenEvent
+from rtserver.exceptions import (
+    NoWorkerAvailable,
+    ProtocolError,
+    RtServerError,
+    SessionError,
+    StoreError,
+    WorkerLost,
+)
+from rtserver.metrics import Metrics
+from rtserver.protocol.codec import SUBPROTOCOLS, to_wire
+from rtserver.protocol.frames import Done, Hello, Message, Route, SessionInfo, Usage
+from rtserver.protocol.stats import ResponseClock
+from rtserver.server.connection import Connection
+from rtserver.server.http import serve_http
+from rtserver.server.live import ActiveResponse, LiveSession
+from rtserver.sessions.base import Session, SessionStore, new_resume_token, new_session_id, token_digest
+from rtserver.sessions.writer import SessionWriter
+from rtserver.workers.pool import WorkerHandle, WorkerPool
+
+log = logging.getLogger("rtserver.gateway")
+
+WEB_ROOT = Path(__file__).resolve().parent.parent.parent / "web"
+_CHARS_PER_TOKEN = 3.5  # history budget estimate; the worker counts real tokens
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pool: WorkerPool | None = None,
+        store: SessionStore | None = None,
+        router: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.limits = settings.limits()
+        self.metrics = Metrics()
+        self.web_root = Path(settings.web_root) if settings.web_root else WEB_ROOT
+        self.pool = pool or WorkerPool()
+        self.store: SessionStore | None = store
+        self.router = router
+        self.writer: SessionWriter | None = None
+        self.live: dict[str, LiveSession] = {}
+        self.server: Server | None = None
+        self.port = settings.port
+        self.draining = False
+        self._embedded: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._conns: set[Connection] = set()
+        self._ip_counts: dict[str, int] = {}
+        self.ready = False
+
+    # ================================================================= lifespan
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[Gateway]:
+        """Open store, router, workers and the listening socket; close them in reverse."""
+        s = self.settings
+        async with contextlib.AsyncExitStack() as stack:
+            if self.store is None:
+                self.store = await self._open_store()
+            stack.push_async_callback(self.store.close)
+            self.writer = SessionWriter(self.store, self.metrics)
+            self.writer.start()
+            stack.push_async_callback(self.writer.close)
+            if self.router is None:
+                self.router = self._open_router()
+            if not self.pool.workers:
+                await self._open_workers(stack)
+            else:
+                await self.pool.start(wait=False)
+            stack.push_async_callback(self.pool.close)
+            self.server = await websockets.serve(
+                self._handle,
+                s.host,
+                s.port,
+                subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
+                process_request=self._process_request,
+                max_size=s.max_frame_bytes,
+                open_timeout=s.handshake_timeout_s,
+                ping_interval=s.ping_interval_s or None,
+                ping_timeout=s.ping_timeout_s or None,
+                compression=None,
+            )
+            self.port = self.server.sockets[0].getsockname()[1] if s.port == 0 else s.port
+            self.ready = True
+            self._tasks.add(asyncio.create_task(self._watch_workers()))
+            try:
+                yield self
+            finally:
+                self.ready = False
+                for t in self._tasks:
+                    t.cancel()
+                await self.shutdown(deadline_s=0.0)
+
+    async def _open_store(self) -> SessionStore:
+        s = self.settings
+        if s.redis:
+            from rtserver.sessions.redis import RedisSessionStore
+
+            store: SessionStore = RedisSessionStore(
+                s.redis, prefix=s.key_prefix, ttl_s=s.session_ttl_s, replay_frames=s.replay_frames
+            )
+        else:
+            from rtserver.sessions.memory import MemorySessionStore
+
+            mem = MemorySessionStore(ttl_s=s.session_ttl_s, replay_frames=s.replay_frames)
+            mem.start()
+            store = mem
+        self.metrics.store_up.set(1 if await store.healthy() else 0)
+        return store
+
+    def _open_router(self) -> Any:
+        from rtserver.routing.classifier import IntentClassifier
+        from rtserver.routing.router import Router
+
+        s = self.settings
+        classifier = IntentClassifier.load(Path(s.classifier) if s.classifier else None)
+        self._executor = ThreadPoolExecutor(max(1, s.classifier_threads), thread_name_prefix="classifier")
+        classifier.classify("warm up")
+        return Router(classifier, s.model_map(), executor=self._executor)
+
+    async def _open_workers(self, stack: contextlib.AsyncExitStack) -> None:
+        from rtserver.workers.client import WorkerClient
+
+        s = self.settings
+        if s.worker:
+            for address in s.worker:
+                await self.pool.add(WorkerClient(address, heartbeat_timeout_s=s.heartbeat_timeout_s))
+            await self.pool.wait_for_any(30.0)
+            return
+        if s.embedded_mode == "inproc":
+            from rtserver.workers.local import LocalWorker
+
+            await self.pool.add(LocalWorker(self._make_engine(), name="embedded"), wait=True)
+            return
+        from rtserver.server.embedded import EmbeddedWorker
+
+        embedded = EmbeddedWorker(s)
+        await embedded.start()
+        stack.push_async_callback(embedded.stop)
+        self._embedded = embedded
+        await self.pool.add(
+            WorkerClient(embedded.address, name="embedded", heartbeat_timeout_s=s.heartbeat_timeout_s), wait=True
+        )
+
+    def _make_engine(self) -> Any:
+        from rtserver.engines.registry import create_engine
+
+        s = self.settings
+        return create_engine(
+            s.embedded_engine, model=s.model, model_id=s.model_id, capacity=s.capacity,
+            synthetic_tokens=s.synthetic_tokens, synthetic_rate=s.synthetic_rate,
+        )
+
+    async def _watch_workers(self) -> None:
+        while True:
+            for w in self.pool.workers:
+                self.metrics.worker_up.labels(w.state.name, w.state.model).set(1 if w.alive else 0)
+                self.metrics.worker_load.labels(w.state.name).set(w.state.active)
+                self.metrics.worker_queue.labels(w.state.name).set(w.state.waiting)
+            if self.store is not None and self.writer is not None and not self.writer.degraded:
+                self.metrics.store_up.set(1 if await self.store.healthy() else 0)
+            await asyncio.sleep(1.0)
+
+    async def shutdown(self, deadline_s: float = 10.0) -> None:
+        """Stop accepting; let responses finish up to ``deadline_s``; close the rest with 1012."""
+        self.draining = True
+        if self.server is not None:
+            self.server.close(close_connections=False)
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end and any(ls.response is not None for ls in self.live.values()):
+            await asyncio.sleep(0.05)
+        for conn in list(self._conns):
+            conn.close(CloseCode.SERVICE_RESTART, "server restarting; resume elsewhere")
+        for ls in list(self.live.values()):
+            if ls.response is not None and ls.response.task is not None:
+                ls.response.task.cancel()
+        await asyncio.sleep(0)
+        if self.writer is not None:
+            await self.writer.flush(5.0)
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 5.0)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+
+    def readiness(self) -> dict[str, Any]:
+        workers = [
+            {"name": w.state.name, "model": w.state.model, "alive": w.alive, "active": w.state.active,
+             "waiting": w.state.waiting, "draining": w.state.draining}
+            for w in self.pool.workers
+        ]
+        store_ok = self.writer is not None and not self.writer.degraded
+        any_worker = any(w["alive"] for w in workers)
+        if not self.ready or self.draining or not any_worker:
+            status = "unavailable"
+        elif not store_ok:
+            status = "degraded"
+        else:
+            status = "ready"
+        return {
+            "status": status,
+            "store": {"backend": getattr(self.store, "name", "?"), "ok": store_ok,
+                      "pending_writes": self.writer.pending if self.writer else 0},
+            "workers": workers,
+            "conversations": len(self.live),
+        }
+
+    # ================================================================= sockets
+    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        return serve_http(self, request)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        encoding = SUBPROTOCOLS.get(ws.subprotocol or "", "json")
+        conn = Connection(self, ws, encoding)
+        self._conns.add(conn)
+        self.metrics.connections.inc()
+        self.metrics.connections_total.labels(encoding).inc()
+        try:
+            await conn.run()
+        finally:
+            self._conns.discard(conn)
+            self.metrics.connections.dec()
+
+    # ================================================================= sessions
+    async def open_session(self, conn: Connection, hello: Hello | None) -> LiveSession:
+        """Resume ``hello``'s session or create one; sends the ``session`` frame."""
+        live: LiveSession | None = None
+        if hello is not None and hello.session_id:
+            try:
+                live = await self._resume(hello)
+            except (SessionError, StoreError) as exc:
+                self.metrics.resumes.labels(exc.code.wire).inc()
+                conn.send_error(exc if isinstance(exc, RtServerError) else RtServerError(str(exc)))
+        resumed = live is not None
+        token = new_resume_token()
+        if live is None:
+            session = Session(session_id=new_session_id(), token_digest=token_digest(token),
+                              client=hello.client if hello else None)
+            live = LiveSession(session=session)
+            self.live[session.session_id] = live
+            self.metrics.session_creations.inc()
+            self.metrics.conversations.set(len(self.live))
+        else:
+            live.session.token_digest = token_digest(token)  # the token rotates on every resume
+            self.metrics.resumes.labels("ok").inc()
+        old = live.conn
+        if old is not None and old is not conn:
+            old.live = None
+            old.close(CloseCode.SESSION_REPLACED, "session resumed on another socket")
+        if live.detach_timer is not None:
+            live.detach_timer.cancel()
+            live.detach_timer = None
+        live.conn = conn
+        live.session.last_accessed = time.time()
+        assert self.writer is not None
+        self.writer.save(live.session)
+        route = None
+        if live.route is not None:
+            route = {"use_case": live.route.use_case, "model": live.route.model_id, "worker": live.session.worker}
+        conn.send(to_wire(SessionInfo(
+            session_id=live.session_id, resume_token=token, resumed=resumed,
+            limits=self.limits.as_wire(), route=route,
+        )))
+        if resumed and hello is not None and hello.response_id is not None:
+            await self._replay(conn, live, hello.response_id, -1 if hello.last_seq is None else hello.last_seq)
+        return live
+
+    async def _resume(self, hello: Hello) -> LiveSession:
+        assert hello.session_id is not None
+        from rtserver.exceptions import Unauthorized
+
+        live = self.live.get(hello.session_id)
+        if live is not None:
+            if not hello.resume_token or not live.session.token_matches(hello.resume_token):
+                raise Unauthorized("resume token does not match")
+            return live
+        assert self.store is not None
+        t0 = time.perf_counter()
+        session = await self.store.load(hello.session_id)
+        self.metrics.store_seconds.labels("load").observe(time.perf_counter() - t0)
+        if not hello.resume_token or not session.token_matches(hello.resume_token):
+            raise Unauthorized("resume token does not match")
+        live = LiveSession(session=session)
+        if session.route:
+            from rtserver.routing.router import RouteState
+
+            live.route = RouteState.from_dict(session.route)
+        self.live[session.session_id] = live
+        self.metrics.conversations.set(len(self.live))
+        return live
+
+    async def _replay(self, conn: Connection, live: LiveSession, response_id: str, last_seq: int) -> None:
+        """Send the frames of ``response_id`` after ``last_seq``, then the live rest."""
+        resp = live.responses.get(response_id)
+        if resp is not None:
+            frames = [f for f in resp.frames if f.get("type") != "token" or f["seq"] > last_seq]
+            first = next((f for f in frames if f.get("type") == "token"), None)
+            contiguous = first["seq"] == last_seq + 1 if first else (resp.next_seq <= last_seq + 1)
+            if not contiguous:
+                conn.send_error(ProtocolError(ErrorCode.RECOVERY_IMPOSSIBLE,
+                                              f"frames after seq {last_seq} of {response_id} are gone"))
+                return
+            for f in frames:
+                conn.send(f)
+            self.metrics.replayed_frames.inc(len(frames))
+            return
+        assert self.store is not None
+        # The response lives (or lived) on another gateway: follow its replay log.
+        task = asyncio.create_task(self._follow_remote(conn, live, response_id, last_seq))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _follow_remote(self, conn: Connection, live: LiveSession, response_id: str, last_seq: int) -> None:
+        assert self.store is not None
+        deadline = time.monotonic() + 60.0
+        seq = last_seq
+        text_parts: list[str] = []
+        while time.monotonic() < deadline:
+            try:
+                frames = await self.store.read_frames(live.session_id, response_id, seq)
+            except StoreError:
+                frames = []
+            if frames is None:
+                conn.send_error(ProtocolError(ErrorCode.RECOVERY_IMPOSSIBLE, f"no frames kept for {response_id}"))
+                return
+            for f in frames:
+                if f.get("type") == "token":
+                    if f["seq"] != seq + 1:
+                        if f["seq"] <= seq:
+                            continue
+                        conn.send_error(ProtocolError(ErrorCode.RECOVERY_IMPOSSIBLE,
+                                                      f"frames after seq {seq} of {response_id} are gone"))
+                        return
+                    seq = f.get("seq_last", f["seq"])
+                    text_parts.append(f["text"])
+                conn.send(f)
+                self.metrics.replayed_frames.inc()
+                if f.get("type") == "done":
+                    self._adopt_remote_turn(live, response_id, text_parts)
+                    return
+            await asyncio.sleep(0.05)
+        conn.send_error(ProtocolError(ErrorCode.RECOVERY_IMPOSSIBLE, f"{response_id} did not finish in time"))
+
+    def _adopt_remote_turn(self, live: LiveSession, response_id: str, text_parts: list[str]) -> None:
+        """A response finished on another gateway: make its text part of our history."""
+        s = live.session
+        if s.active_response == response_id:
+            s.active_response = None
+            if text_parts and (not s.history or s.history[-1][0] != "assistant"):
+                s.history.append(["assistant", "".join(text_parts)])
+            assert self.writer is not None
+            self.writer.save(s)
+
+    def detach(self, conn: Connection) -> None:
+        """The socket closed: keep the session (and its running response) for a while."""
+        live = conn.live
+        conn.live = None
+        if live is None or live.conn is not conn:
+            return
+        live.conn = None
+        assert self.writer is not None
+        self.writer.save(live.session)
+        grace = 15.0
+        live.detach_timer = asyncio.get_running_loop().call_later(grace, self._expire_live, live)
+
+    def _expire_live(self, live: LiveSession) -> None:
+        live.detach_timer = None
+        if live.conn is not None:
+            return
+        if live.response is not None and live.response.task is not None:
+            live.response.task.cancel()  # nobody came back for it: free the worker slot
+        if live.response is None:
+            self.live.pop(live.session_id, None)
+            self.metrics.conversations.set(len(self.live))
+
+    # ================================================================= responses
+    async def start_response(self, conn: Connection, msg: Message, received: float) -> None:
+        live = conn.live
+        assert live is not None
+        response_id = "r_" + secrets.token_urlsafe(9)
+        conn.conversation.start_response(response_id)
+        resp = ActiveResponse(response_id=response_id, message_id=msg.id)
+        live.response = resp
+        live.responses[response_id] = resp
+        while len(live.responses) > 4:
+            live.responses.pop(next(iter(live.responses)))
+        self.metrics.messages.labels(conn.encoding).inc()
+        resp.task = asyncio.create_task(self._respond(live, resp, msg, received))
+
+    def cancel_response(self, conn: Connection) -> None:
+        live = conn.live
+        if live is not None and live.response is not None and live.response.task is not None:
+            live.response.task.cancel()
+
+    async def _respond(self, live: LiveSession, resp: ActiveResponse, msg: Message, received: float) -> None:
+        clock = ResponseClock(received=received)
+        session = live.session
+        rid = resp.response_id
+        reason = "error"
+        usage = Usage(0, 0)
+        model = "?"
+        use_case = "?"
+        try:
+            kinds = [a.kind for a in msg.attachments]
+            try:
+                decision = await self.router.route(live.route, msg.text, kinds, msg.context)
+            except ValueError as exc:  # InvalidRouteOverride
+                raise ProtocolError(ErrorCode.INVALID_ROUTE_OVERRIDE, str(exc), ref=msg.id) from None
+            clock.route_ms = decision.route_ms
+            clock.decision = decision.decision
+            self._count_decision(session, decision)
+            live.route = decision.state
+            session.route = decision.state.to_dict()
+            model, use_case = decision.model_id, decision.use_case
+            t_queue = time.perf_counter()
+            worker = await self._pick_worker(model, None if decision.decision == "reroute" else session.worker)
+            session.worker = worker.state.name
+            live.emit(to_wire(Route(
+                response_id=rid, message_id=msg.id, use_case=use_case, model=model,
+                worker=worker.state.name, decision=decision.decision,
+                confidence=round(decision.confidence, 4), route_ms=round(decision.route_ms, 3),
+                context_changed=decision.context_changed,
+            )))
+            media = self._media_for(live, msg, worker)
+            user_text = msg.text
+            session.history.append(["user", user_text])
+            session.active_response = rid
+            session.request_count += 1
+            session.last_accessed = time.time()
+            assert self.writer is not None
+            self.writer.save(session)
+            request = GenerateRequest(
+                request_id=rid,
+                messages=self._prompt(session),
+                params=SamplingParams(
+                    max_tokens=self.settings.max_tokens, temperature=self.settings.temperature,
+                    top_p=self.settings.top_p, repetition_penalty=self.settings.repetition_penalty,
+                ),
+                media=media,
+            )
+            gateway_queue_ms = (time.perf_counter() - t_queue) * 1000.0
+            reason, usage, text = await self._stream(live, resp, worker, request, clock, gateway_queue_ms, model)
+            session.history.append(["assistant", text])
+        except asyncio.CancelledError:
+            reason = "cancelled"
+            if resp.frames and any(f.get("type") == "token" for f in resp.frames):
+                session.history.append(["assistant", "".join(f["text"] for f in resp.frames if f.get("type") == "token")])
+            usage = Usage(usage.prompt_tokens, resp.next_seq)
+        except ProtocolError as exc:
+            self._send_live_error(live, exc)
+            if session.history and session.history[-1][0] == "user" and session.active_response == rid:
+                session.history.pop()
+        except RtServerError as exc:
+            self._send_live_error(live, ProtocolError(exc.code, str(exc) or exc.code.wire, ref=msg.id))
+        except Exception:
+            log.exception("response %s failed", rid)
+            self._send_live_error(live, ProtocolError(ErrorCode.INTERNAL, "internal error", ref=msg.id))
+        finally:
+            self._finish(live, resp, reason, usage, clock, use_case, model)
+
+    def _count_decision(self, session: Session, decision: Any) -> None:
+        m = self.metrics
+        m.decisions.labels(decision.decision, decision.use_case).inc()
+        m.route_seconds.labels(decision.decision).observe(decision.route_ms / 1000.0)
+        if decision.classifier_ms is not None:
+            m.classifier_seconds.observe(decision.classifier_ms / 1000.0)
+        elif decision.decision == "bypass":
+            m.bypass_seconds.observe(decision.route_ms / 1000.0)
+        if decision.context_changed:
+            m.context_changes.labels(decision.use_case).inc()
+            session.context_changes += 1
+        if decision.decision == "bypass":
+            session.bypass_count += 1
+
+    async def _pick_worker(self, model: str, pinned: str | None, avoid: str | None = None) -> WorkerHandle:
+        try:
+            return self.pool.pick(model, pinned, avoid=avoid)
+        except NoWorkerAvailable:
+            await self.pool.wait_for(model, self.settings.worker_retry_s)
+            return self.pool.pick(model, pinned, avoid=avoid)
+
+    def _media_for(self, live: LiveSession, msg: Message, worker: WorkerHandle) -> tuple[MediaPart, ...]:
+        media: list[MediaPart] = []
+        for a in msg.attachments:
+            if a.kind in worker.state.modalities:
+                media.append(MediaPart(a.kind, a.mime, a.data))
+            else:
+                exc = ProtocolError(
+                    ErrorCode.ATTACHMENT_UNSUPPORTED,
+                    f"model {worker.state.model} cannot take {a.kind} attachments; answering the text only",
+                    ref=msg.id,
+                )
+                self._send_live_error(live, exc)
+        return tuple(media)
+
+    def _send_live_error(self, live: LiveSession, exc: ProtocolError) -> None:
+        self.metrics.errors.labels(exc.code.wire).inc()
+        from rtserver.protocol.codec import error_frame
+
+        frame = to_wire(error_frame(exc.code, exc.message, ref=exc.ref))
+        if live.response is not None:
+            frame["response_id"] = live.response.response_id
+        live.emit(frame)
+
+    def _prompt(self, session: Session) -> tuple[ChatMessage, ...]:
+        budget = int(self.settings.history_max_tokens * _CHARS_PER_TOKEN)
+        kept: list[ChatMessage] = []
+        used = 0
+        for role, content in reversed(session.history):
+            used += len(content)
+            if kept and used > budget:
+                break
+            kept.append(ChatMessage(role, content))  # type: ignore[arg-type]
+        kept.reverse()
+        if self.settings.system_prompt:
+            kept.insert(0, ChatMessage("system", self.settings.system_prompt))
+        # trim the stored history to what the model can see, so sessions stay small
+        drop = len(session.history) - len(kept) + (1 if self.settings.system_prompt else 0)
+        if drop > 0:
+            del session.history[:drop]
+        return tuple(kept)
+
+    async def _stream(
+        self, live: LiveSession, resp: ActiveResponse, worker: WorkerHandle, request: GenerateRequest,
+        clock: ResponseClock, gateway_queue_ms: float, model: str,
+    ) -> tuple[str, Usage, str]:
+        """Relay one generation; retries once on another worker if the first dies before any token."""
+        m = self.metrics
+        parts: list[str] = []
+        attempts = 0
+        batch: list[dict[str, Any]] = []
+        assert self.writer is not None
+        while True:
+            attempts += 1
+            try:
+                async with contextlib.aclosing(worker.generate(request)) as events:
+                    async for ev in events:
+                        if isinstance(ev, TokenEvent):
+                            now = time.perf_counter()
+                            if ev.queue_ms is not None and clock.first_token_at is None:
+                                clock.queue_ms = gateway_queue_ms + ev.queue_ms
+                            stats = clock.stamp(now)
+                            frame = {
+                                "type": "token", "response_id": resp.response_id, "seq": resp.next_seq,
+                                "text": ev.text,
+                                "stats": {"ttft_ms": stats.ttft_ms, "gap_ms": stats.gap_ms, "route_ms": stats.route_ms,
+                                          "queue_ms": stats.queue_ms, "elapsed_ms": stats.elapsed_ms},
+                            }
+                            resp.next_seq += 1
+                            parts.append(ev.text)
+                            live.emit(frame)
+                            batch.append(frame)
+                            if len(batch) >= 16:
+                                self.writer.frames(live.session_id, resp.response_id, batch)
+                                batch = []
+                            if clock.tokens == 1:
+                                m.ttft_seconds.labels(live.route.use_case if live.route else "?").observe(stats.ttft_ms / 1000)
+                                m.queue_seconds.observe(clock.queue_ms / 1000)
+                            else:
+                                m.token_gap_seconds.observe(stats.gap_ms / 1000)
+                        else:
+                            self.writer.frames(live.session_id, resp.response_id, batch)
+                            m.tokens.labels(model).inc(ev.completion_tokens)
+                            if ev.reason == "error":
+                                why = ev.error or "generation failed"
+                                code = ErrorCode.OVERLOADED if why in ("overloaded", "draining") else ErrorCode.INTERNAL
+                                if resp.next_seq == 0 and why == "draining" and attempts < 3:
+                                    worker = await self._pick_worker(request_model(worker), None, avoid=worker.state.name)
+                                    break
+                                self._send_live_error(live, ProtocolError(code, why, ref=resp.message_id))
+                            return ev.reason, Usage(ev.prompt_tokens, ev.completion_tokens), "".join(parts)
+                    else:
+                        raise WorkerLost("worker stream ended without done")
+            except WorkerLost as exc:
+                self.writer.frames(live.session_id, resp.response_id, batch)
+                batch = []
+                if resp.next_seq == 0 and attempts < 3:
+                    m.worker_failures.labels("before_first_token").inc()
+                    log.warning("worker %s lost before first token; retrying elsewhere", worker.state.name)
+                    worker = await self._pick_worker(request_model(worker), None, avoid=worker.state.name)
+                    live.session.worker = worker.state.name
+                    continue
+                m.worker_failures.labels("mid_stream").inc()
+                raise ProtocolError(ErrorCode.WORKER_LOST, f"{exc}; retry the message", ref=resp.message_id) from None
+
+    def _finish(self, live: LiveSession, resp: ActiveResponse, reason: str, usage: Usage,
+                clock: ResponseClock, use_case: str, model: str) -> None:
+        now = time.perf_counter()
+        completion = usage.completion_tokens or resp.next_seq
+        done = Done(
+            response_id=resp.response_id, finish_reason=reason,  # type: ignore[arg-type]
+            usage=Usage(usage.prompt_tokens, completion), stats=clock.summary(now, completion),
+            last_seq=resp.next_seq - 1,
+        )
+        session = live.session
+        session.active_response = None
+        session.last_accessed = time.time()
+        assert self.writer is not None
+        self.writer.save(session)  # history first, then the done frame: a follower sees both
+        frame = to_wire(done)
+        live.emit(frame)
+        self.writer.frames(live.session_id, resp.response_id, [frame])
+        resp.finished = True
+        live.response = None
+        self.metrics.responses.labels(reason).inc()
+        self.metrics.turn_seconds.observe(now - clock.received)
+        if live.conn is not None:
+            live.conn.conversation.finish_response()
+        elif live.detach_timer is None:
+            self._expire_live(live)
+
+
+def request_model(worker: WorkerHandle) -> str:
+    return worker.state.model
+
+
+async def run_gateway(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT; then drain for up to 10 s and close with 1012."""
+    gw = Gateway(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with gw.lifespan():
+        log.info("rtserver listening on http://%s:%s (ws: /ws)", settings.host, gw.port)
+        print(f"rtserver ready on http://{settings.host}:{gw.port}/  (WebSocket ws://{settings.host}:{gw.port}/ws)",
+              flush=True)
+        await stop.wait()
+        log.info("shutting down: draining responses")
+        await gw.shutdown(deadline_s=10.0)

@@ -1,0 +1,150 @@
+"""One WebSocket: a thin asyncio shell around the pure protocol core.
+
+The reader loop decodes and admits client frames (``Conversation``), the writer task
+drains the bounded ``Outbox``; the response to a message runs in its own task owned
+by the ``LiveSession`` (see live.py), so it survives a dropped socket for resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from rtserver.codes import CloseCode, ErrorCode
+from rtserver.exceptions import ProtocolError, RtServerError
+from rtserver.protocol.codec import Encoding, decode_client_frame, encode_values, error_frame, to_wire
+from rtserver.protocol.conversation import Conversation
+from rtserver.protocol.frames import Cancel, Hello, Message, Ping, Pong
+from rtserver.server.outbox import Outbox
+from rtserver.server.ratelimit import TokenBucket
+
+if TYPE_CHECKING:
+    from rtserver.server.app import Gateway
+    from rtserver.server.live import LiveSession
+
+log = logging.getLogger("rtserver.connection")
+
+
+class Connection:
+    def __init__(self, gw: Gateway, ws: ServerConnection, encoding: Encoding) -> None:
+        self.gw = gw
+        self.ws = ws
+        self.encoding = encoding
+        self.outbox = Outbox(gw.settings.outbox_frames)
+        self.conversation = Conversation()
+        self.live: LiveSession | None = None
+        self.errors = 0
+        self._close: tuple[int, str] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
+
+    # ------------------------------------------------------------------ output
+    def send(self, frame: dict[str, Any]) -> None:
+        """Queue a frame; never blocks. A full outbox closes the socket (slow consumer)."""
+        if self._close is not None:
+            return
+        if not self.outbox.put(frame):
+            self.gw.metrics.outbox_drops.inc()
+            self.close(CloseCode.SLOW_CONSUMER, "client is not reading fast enough")
+
+    def send_error(self, exc: ProtocolError | RtServerError, *, fatal: bool = False) -> None:
+        code = exc.code
+        message = exc.message if isinstance(exc, ProtocolError) else str(exc) or code.wire
+        ref = exc.ref if isinstance(exc, ProtocolError) else None
+        self.gw.metrics.errors.labels(code.wire).inc()
+        self.send(to_wire(error_frame(code, message, ref=ref, fatal=fatal)))
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after what is queued, except for a slow consumer (closed at once)."""
+        if self._close is None:
+            self._close = (code, reason)
+            self.gw.metrics.closes.labels(CloseCode(code).name.lower() if code in CloseCode._value2member_map_
+                                          else str(code)).inc()
+            self.outbox.closed = True
+            if code == CloseCode.SLOW_CONSUMER:
+                self.outbox.drain_nowait()
+                asyncio.get_running_loop().create_task(self.ws.close(code, reason))
+            else:
+                self.outbox.put_control({"type": "__close__"})
+
+    async def _write(self) -> None:
+        ws, enc, outbox = self.ws, self.encoding, self.outbox
+        try:
+            while True:
+                frame = await outbox.get()
+                if frame.get("type") == "__close__":
+                    assert self._close is not None
+                    await ws.close(*self._close)
+                    return
+                await ws.send(encode_values(frame, enc))
+        except ConnectionClosed:
+            pass
+
+    # ------------------------------------------------------------------ input
+    async def run(self) -> None:
+        gw, settings = self.gw, self.gw.settings
+        limits = gw.limits
+        bucket = TokenBucket(settings.messages_per_second, settings.message_burst, time.monotonic())
+        self._writer = asyncio.create_task(self._write())
+        try:
+            while self._close is None:
+                try:
+                    data = await asyncio.wait_for(self.ws.recv(), settings.idle_timeout_s)
+                except asyncio.TimeoutError:
+                    self.close(CloseCode.IDLE_TIMEOUT, "idle timeout")
+                    break
+                received = time.perf_counter()
+                if not bucket.take(time.monotonic()):
+                    self._reject(ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; slow down"))
+                    continue
+                try:
+                    frame = decode_client_frame(data, self.encoding, limits)
+                    self.conversation.admit(frame)
+                except ProtocolError as exc:
+                    self._reject(exc)
+                    continue
+                if isinstance(frame, Ping):
+                    await self._ensure_session(None)
+                    self.send(to_wire(Pong(t=frame.t)))
+                elif isinstance(frame, Hello):
+                    await self._ensure_session(frame)
+                elif isinstance(frame, Message):
+                    await self._ensure_session(None)
+                    if self.live is not None:
+                        await gw.start_response(self, frame, received)
+                elif isinstance(frame, Cancel):
+                    gw.cancel_response(self)
+        except ConnectionClosed:
+            pass
+        finally:
+            await self._shutdown()
+
+    def _reject(self, exc: ProtocolError) -> None:
+        self.errors += 1
+        self.send_error(exc)
+        if self.errors >= self.gw.settings.max_errors:
+            self.close(CloseCode.TOO_MANY_ERRORS, "too many invalid frames")
+
+    async def _ensure_session(self, hello: Hello | None) -> None:
+        if not self.conversation.needs_session:
+            return
+        self.live = await self.gw.open_session(self, hello)
+        self.conversation.opened()
+
+    async def _shutdown(self) -> None:
+        if self.live is not None:
+            self.gw.detach(self)
+        if self._writer is not None:
+            if self._close is not None and not self._writer.done():
+                with contextlib.suppress(asyncio.TimeoutError, ConnectionClosed):
+                    await asyncio.wait_for(asyncio.shield(self._writer), 2.0)
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await self._writer
+        self._closed.set()

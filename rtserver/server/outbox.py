@@ -1,0 +1,70 @@
+"""A bounded per-connection outbox, so token producers never wait on a slow browser.
+
+Frames are plain dicts, encoded by the writer task. ``put`` never blocks: when the
+queue already holds ``coalesce_at`` frames, a token frame is merged into the last
+queued token frame of the same response (its ``text`` grows and ``seq_last`` marks
+the range), so a socket that is a little behind loses nothing. Only when ``limit``
+frames are queued does ``put`` return False: the caller must then close the socket
+with ``CloseCode.SLOW_CONSUMER``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+
+class Outbox:
+    __slots__ = ("_q", "_limit", "_coalesce_at", "_waiter", "closed", "coalesced")
+
+    def __init__(self, limit: int) -> None:
+        self._q: deque[dict[str, Any]] = deque()
+        self._limit = limit
+        self._coalesce_at = max(1, limit // 2)
+        self._waiter: asyncio.Future[None] | None = None
+        self.closed = False
+        self.coalesced = 0
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def put(self, frame: dict[str, Any]) -> bool:
+        """Queue ``frame``; False when the outbox is full (the consumer is too slow)."""
+        if self.closed:
+            return True
+        q = self._q
+        if len(q) >= self._coalesce_at and frame.get("type") == "token" and q:
+            if q[-1].get("type") == "token" and q[-1]["response_id"] == frame["response_id"]:
+                last = q[-1] = dict(q[-1])  # a copy: the replay log keeps the frames as sent
+                last["text"] += frame["text"]
+                last["seq_last"] = frame["seq"]
+                last["stats"] = frame["stats"]
+                self.coalesced += 1
+                return True
+        if len(q) >= self._limit:
+            return False
+        q.append(frame)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        return True
+
+    def put_control(self, frame: dict[str, Any]) -> None:
+        """Queue a control record past every limit (used once, to close after what is queued)."""
+        self._q.append(frame)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def get(self) -> dict[str, Any]:
+        while not self._q:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+            self._waiter = None
+        return self._q.popleft()
+
+    def drain_nowait(self) -> list[dict[str, Any]]:
+        out = list(self._q)
+        self._q.clear()
+        return out

@@ -1,0 +1,1 @@
+"""Session storage: one interface (base.py), in-memory and Redis backends."""
