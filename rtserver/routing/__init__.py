@@ -1,0 +1,10 @@
+"""Intent routing with smart bypass.
+
+* ``signals``: pure per-message signals (modalities, cue classes, context key).
+* ``classifier``: the int8 ONNX intent classifier (``IntentClassifier``).
+* ``router``: ``Router`` decides full / bypass / reroute per message.
+* ``train``: ``python -m rtserver.routing.train`` rebuilds ``rtserver/models/intent``.
+
+This package imports nothing heavy itself: import the submodule you need
+(``signals`` stays free of onnxruntime).
+"""
