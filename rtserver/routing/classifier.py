@@ -148,6 +148,11 @@ class IntentClassifier:
             manifest,
         )
 
+    def warm_up(self, rounds: int = 3) -> None:
+        """Run a few throw-away classifications so the first real one is not slow (call at start-up)."""
+        for _ in range(rounds):
+            self.classify("warm up the intent classifier")
+
     def probabilities(self, text: str) -> npt.NDArray[np.float32]:
         """The raw probability row for ``text``, in ``labels`` order."""
         (probs,) = self._session.run(self._output, encode(self._tokenizer, text))

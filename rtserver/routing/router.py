@@ -1,0 +1,318 @@
+"""Per-message routing with smart bypass.
+
+A conversation is routed once, on its first message, and then pinned: every
+later message *bypasses* routing (no model call, a few microseconds) unless its
+signals show something the current route was not decided on. The route keeps a
+*basis*: the modalities, cue classes and context key seen when it was decided.
+
+Rules, in order, for ``Router.route(state, text, attachment_kinds, context)``:
+
+1. **Client override.** ``context["use_case"]`` (one of the five use cases;
+   ``None`` counts as absent, anything else raises ``InvalidRouteOverride``)
+   forces the use case with confidence 1.0 and no classifier call: decision
+   ``"full"`` without a prior route, ``"bypass"`` when it matches the current
+   use case, ``"reroute"`` when it changes it. The override applies to the
+   message that carries it; a gateway whose client context is sticky should pass
+   it on every call. Other context keys make up ``Signals.context_key``.
+2. **First message** (``state is None``): classify; decision ``"full"``.
+3. **Bypass** when ``decide_bypass`` holds: no modality outside the basis, no cue
+   class outside ``{use_case} | basis_cues``, the same context key (and
+   ``bypass_enabled``). Decision ``"bypass"``, ``classifier_ms is None``.
+4. **Something new**: classify. Same use case -> ``"bypass"`` with
+   ``context_changed=True`` and the basis widened by the new signals (so the same
+   novelty does not cost a model call twice); a different one -> ``"reroute"``
+   with a fresh basis.
+
+**Media rule.** A message carrying an image or audio (incl. video) attachment
+needs a worker that can take it, so wherever rules 2 and 4 would classify, it
+is routed to ``multimodal`` with confidence 1.0 and no classifier call. Only
+the client override (rule 1) beats it.
+
+Classification runs in ``executor`` (``loop.run_in_executor``), never on the
+event loop. Nothing here does I/O; ``RouteState`` round-trips through plain JSON
+types for the session store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from rtserver.codes import ErrorCode
+from rtserver.exceptions import RouteError
+from rtserver.routing.classifier import Classification
+from rtserver.routing.signals import OVERRIDE_KEY, CueLexicon, Signals, context_key, extract_signals
+from rtserver.routing.usecases import MEDIA_MODALITIES, USE_CASE_SET, USE_CASES
+
+__all__ = [
+    "Classifier",
+    "InvalidRouteOverride",
+    "InvalidRouteState",
+    "RouteDecision",
+    "RouteState",
+    "Router",
+    "parse_override",
+]
+
+Decision = Literal["full", "bypass", "reroute"]
+_MODALITIES = frozenset({"text", "image", "audio", "file"})
+
+
+class InvalidRouteOverride(RouteError, ValueError):
+    """``context["use_case"]`` is not one of the five use cases."""
+
+    code = ErrorCode.INVALID_ROUTE_OVERRIDE
+
+
+class InvalidRouteState(RouteError, ValueError):
+    """A stored ``RouteState`` dict is malformed or names an unknown use case."""
+
+
+class Classifier(Protocol):
+    """What ``Router`` needs from a classifier; ``IntentClassifier`` is the real one."""
+
+    @property
+    def lexicon(self) -> CueLexicon: ...
+
+    def classify(self, text: str) -> Classification: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RouteState:
+    """What a session stores about its route; ``to_dict``/``from_dict`` use plain JSON types.
+
+    ``context_hash`` hashes the whole context last routed with (override
+    included; ``""`` when none). ``basis_*`` are the signals the current route was
+    decided on; ``basis_cues`` always contains ``use_case``. With
+    ``bypass_enabled=False`` every message is classified (for comparisons).
+    """
+
+    use_case: str
+    model_id: str
+    confidence: float
+    context_hash: str
+    basis_modalities: frozenset[str]
+    basis_cues: frozenset[str]
+    basis_context_key: str
+    bypass_enabled: bool = True
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "use_case": self.use_case,
+            "model_id": self.model_id,
+            "confidence": self.confidence,
+            "context_hash": self.context_hash,
+            "basis_modalities": sorted(self.basis_modalities),
+            "basis_cues": sorted(self.basis_cues),
+            "basis_context_key": self.basis_context_key,
+            "bypass_enabled": self.bypass_enabled,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, object]) -> RouteState:
+        """Inverse of ``to_dict``; raises ``InvalidRouteState`` on anything it would not have written."""
+        try:
+            use_case = raw["use_case"]
+            model_id = raw["model_id"]
+            confidence = raw["confidence"]
+            context_hash = raw["context_hash"]
+            modalities = raw["basis_modalities"]
+            cues = raw["basis_cues"]
+            basis_key = raw["basis_context_key"]
+            bypass = raw.get("bypass_enabled", True)
+        except KeyError as exc:
+            raise InvalidRouteState(f"route state lacks {exc.args[0]!r}") from None
+        if use_case not in USE_CASE_SET or not isinstance(use_case, str):
+            raise InvalidRouteState(f"unknown use case {use_case!r}")
+        if not isinstance(model_id, str) or not isinstance(context_hash, str) or not isinstance(basis_key, str):
+            raise InvalidRouteState("model_id, context_hash and basis_context_key must be strings")
+        if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+            raise InvalidRouteState("confidence must be a number")
+        if not isinstance(bypass, bool):
+            raise InvalidRouteState("bypass_enabled must be a boolean")
+        if not isinstance(modalities, list) or not set(modalities) <= _MODALITIES:
+            raise InvalidRouteState(f"basis_modalities must be a list drawn from {sorted(_MODALITIES)}")
+        if not isinstance(cues, list) or not set(cues) <= USE_CASE_SET:
+            raise InvalidRouteState("basis_cues must be a list of use cases")
+        return cls(
+            use_case=use_case,
+            model_id=model_id,
+            confidence=float(confidence),
+            context_hash=context_hash,
+            basis_modalities=frozenset(modalities),
+            basis_cues=frozenset(cues) | {use_case},
+            basis_context_key=basis_key,
+            bypass_enabled=bypass,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    """The outcome of one ``Router.route`` call; store ``state`` for the conversation's next message.
+
+    ``classifier_ms`` is ``None`` when the model did not run (bypass, override,
+    media rule). ``context_changed`` is true when the message's signals fell
+    outside the route's basis (always false for ``"full"``).
+    """
+
+    decision: Decision
+    use_case: str
+    model_id: str
+    confidence: float
+    context_changed: bool
+    route_ms: float
+    classifier_ms: float | None
+    state: RouteState
+
+
+def parse_override(context: Mapping[str, object] | None) -> str | None:
+    """The client's forced use case, ``None`` when absent (or null); raises ``InvalidRouteOverride``."""
+    if not context:
+        return None
+    value = context.get(OVERRIDE_KEY)
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in USE_CASE_SET:
+        raise InvalidRouteOverride(f"use_case must be one of {', '.join(USE_CASES)}; got {value!r}")
+    return value
+
+
+def _full_context_hash(context: Mapping[str, object] | None) -> str:
+    if not context:
+        return ""
+    override = context.get(OVERRIDE_KEY)
+    rest = context_key(context)
+    return rest if override is None else f"{rest}:{override}"
+
+
+class Router:
+    """Routes messages to use cases and model ids; one instance serves every conversation.
+
+    ``models`` maps each of the five use cases to a model id (``ValueError`` if
+    one is missing or an unknown one is present). ``executor`` runs the blocking
+    classifier (``None``: the loop's default executor); ``clock`` (seconds)
+    times ``route_ms``. Safe to share across tasks and threads: it keeps no
+    per-conversation state.
+    """
+
+    __slots__ = ("_classifier", "_clock", "_executor", "_lexicon", "_models")
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        models: Mapping[str, str],
+        *,
+        executor: concurrent.futures.Executor | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        missing = [uc for uc in USE_CASES if uc not in models]
+        unknown = sorted(set(models) - USE_CASE_SET)
+        if missing or unknown:
+            raise ValueError(f"models must map exactly {list(USE_CASES)}; missing {missing}, unknown {unknown}")
+        self._classifier = classifier
+        self._lexicon = classifier.lexicon
+        self._models = {uc: models[uc] for uc in USE_CASES}
+        self._executor = executor
+        self._clock = clock
+
+    @property
+    def models(self) -> Mapping[str, str]:
+        return dict(self._models)
+
+    def signals(
+        self, text: str, attachment_kinds: Sequence[str], context: Mapping[str, object] | None
+    ) -> Signals:
+        """``extract_signals`` with this router's cue lexicon."""
+        return extract_signals(text, attachment_kinds, context, self._lexicon)
+
+    def decide_bypass(self, state: RouteState, signals: Signals) -> bool:
+        """True when ``signals`` add nothing to ``state``'s basis (rule 3); pure, microseconds."""
+        if not state.bypass_enabled or signals.context_key != state.basis_context_key:
+            return False
+        if not signals.modalities <= state.basis_modalities:
+            return False
+        basis = state.basis_cues
+        for cue in signals.cues:
+            if cue not in basis and cue != state.use_case:
+                return False
+        return True
+
+    async def route(
+        self,
+        state: RouteState | None,
+        text: str,
+        attachment_kinds: Sequence[str],
+        context: Mapping[str, object] | None,
+    ) -> RouteDecision:
+        """Decide where this message goes; see the module docstring for the rules."""
+        start = self._clock()
+        override = parse_override(context)
+        signals = extract_signals(text, attachment_kinds, context, self._lexicon)
+        ctx_hash = _full_context_hash(context)
+        if override is not None:
+            return self._settle(state, signals, override, 1.0, None, ctx_hash, start)
+        if state is not None and self.decide_bypass(state, signals):
+            model_id = self._models[state.use_case]
+            if state.context_hash != ctx_hash or state.model_id != model_id:
+                state = dataclasses.replace(state, context_hash=ctx_hash, model_id=model_id)
+            route_ms = (self._clock() - start) * 1000.0
+            return RouteDecision("bypass", state.use_case, model_id, state.confidence, False, route_ms, None, state)
+        if signals.modalities & MEDIA_MODALITIES:
+            return self._settle(state, signals, "multimodal", 1.0, None, ctx_hash, start)
+        loop = asyncio.get_running_loop()
+        verdict = await loop.run_in_executor(self._executor, self._classifier.classify, text)
+        return self._settle(state, signals, verdict.use_case, verdict.confidence, verdict.elapsed_ms, ctx_hash, start)
+
+    def _settle(
+        self,
+        state: RouteState | None,
+        signals: Signals,
+        use_case: str,
+        confidence: float,
+        classifier_ms: float | None,
+        ctx_hash: str,
+        start: float,
+    ) -> RouteDecision:
+        model_id = self._models[use_case]
+        decision: Decision
+        if state is not None and use_case == state.use_case:
+            decision = "bypass"
+            changed = not self._within_basis(state, signals)
+            new_state = RouteState(
+                use_case=use_case,
+                model_id=model_id,
+                confidence=confidence,
+                context_hash=ctx_hash,
+                basis_modalities=state.basis_modalities | signals.modalities,
+                basis_cues=state.basis_cues | signals.cues | {use_case},
+                basis_context_key=signals.context_key,
+                bypass_enabled=state.bypass_enabled,
+            )
+        else:
+            decision = "full" if state is None else "reroute"
+            changed = state is not None and not self._within_basis(state, signals)
+            new_state = RouteState(
+                use_case=use_case,
+                model_id=model_id,
+                confidence=confidence,
+                context_hash=ctx_hash,
+                basis_modalities=signals.modalities,
+                basis_cues=signals.cues | {use_case},
+                basis_context_key=signals.context_key,
+                bypass_enabled=True if state is None else state.bypass_enabled,
+            )
+        route_ms = (self._clock() - start) * 1000.0
+        return RouteDecision(decision, use_case, model_id, confidence, changed, route_ms, classifier_ms, new_state)
+
+    @staticmethod
+    def _within_basis(state: RouteState, signals: Signals) -> bool:
+        return (
+            signals.context_key == state.basis_context_key
+            and signals.modalities <= state.basis_modalities
+            and all(c in state.basis_cues or c == state.use_case for c in signals.cues)
+        )
