@@ -1,0 +1,200 @@
+"""Redis session store: gateways keep no state of their own, any of them can resume.
+
+Keys (``{…}`` is a Redis Cluster hash tag, so one session's keys share a slot)::
+
+    {prefix}:sess:{sid}          msgpack Session.to_dict(), PX = ttl (sliding)
+    {prefix}:seen:{sid}          tombstone "1", PX = ttl + tombstone: expired vs never-existed
+    {prefix}:frames:{sid}:{rid}  list of msgpack frames of one response, capped, PX = replay ttl
+    {prefix}:resp:{sid}          set of response ids with a frame log (to delete them with the session)
+
+Contract as in ``sessions/base.py``. Every call is bounded by ``op_timeout_s`` and
+raises ``StoreTimeout`` (slow) or ``StoreUnavailable`` (refused, reset, protocol
+error); nothing else escapes. ``load`` is one Lua script (read + slide, atomic);
+``save``, ``touch``, ``delete`` and ``append_frames`` are MULTI/EXEC transactions.
+``available`` is the outcome of the last call (``healthy()`` refreshes it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgpack
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from rtserver.exceptions import SessionExpired, SessionNotFound, StoreTimeout, StoreUnavailable
+from rtserver.sessions.base import Session
+
+T = TypeVar("T")
+
+# KEYS: sess, seen.  ARGV: ttl_ms, seen_ms.  → {1, data} | {2} (expired) | {0} (not found)
+_LOAD = """
+local v = redis.call('GET', KEYS[1])
+if v then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  return {1, v}
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {2} end
+return {0}
+"""
+
+
+def _pack(obj: Any) -> bytes:
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
+
+
+def _unpack(data: bytes | str) -> Any:
+    return msgpack.unpackb(data, raw=False)
+
+
+class RedisSessionStore:
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "rt",
+        ttl_s: float = 1800.0,
+        replay_frames: int = 2048,
+        replay_ttl_s: float = 300.0,
+        tombstone_s: float = 86400.0,
+        op_timeout_s: float = 1.0,
+        client: aioredis.Redis | None = None,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._ttl_ms = max(1, int(ttl_s * 1000))
+        self._seen_ms = self._ttl_ms + int(tombstone_s * 1000)
+        self._replay_cap = replay_frames
+        self._replay_ms = max(1, int(replay_ttl_s * 1000))
+        self._timeout = op_timeout_s
+        self._redis: aioredis.Redis = client or aioredis.Redis.from_url(
+            url,
+            socket_timeout=op_timeout_s,
+            socket_connect_timeout=op_timeout_s,
+            health_check_interval=30,
+            max_connections=64,
+        )
+        self._load_script = self._redis.register_script(_LOAD)
+        self.available = True
+
+    # ------------------------------------------------------------------ keys
+    def _sess(self, sid: str) -> str:
+        return f"{self.prefix}:sess:{{{sid}}}"
+
+    def _seen(self, sid: str) -> str:
+        return f"{self.prefix}:seen:{{{sid}}}"
+
+    def _frames(self, sid: str, rid: str) -> str:
+        return f"{self.prefix}:frames:{{{sid}}}:{rid}"
+
+    def _resp(self, sid: str) -> str:
+        return f"{self.prefix}:resp:{{{sid}}}"
+
+    # ------------------------------------------------------------------ calls
+    async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run one store operation under the timeout, mapping failures to ``StoreError``."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                result = await fn()
+        except (TimeoutError, RedisTimeoutError):
+            self.available = False
+            raise StoreTimeout(f"redis {what} took longer than {self._timeout:g} s") from None
+        except (RedisError, OSError) as exc:
+            self.available = False
+            raise StoreUnavailable(f"redis {what} failed: {exc}") from None
+        self.available = True
+        return result
+
+    async def create(self, session: Session) -> None:
+        await self.save(session)
+
+    async def load(self, session_id: str) -> Session:
+        sid = session_id
+        reply = await self._call(
+            "load",
+            lambda: self._load_script(keys=[self._sess(sid), self._seen(sid)], args=[self._ttl_ms, self._seen_ms]),
+        )
+        kind = int(reply[0])
+        if kind == 1:
+            return Session.from_dict(_unpack(reply[1]))
+        if kind == 2:
+            raise SessionExpired(session_id)
+        raise SessionNotFound(session_id)
+
+    async def save(self, session: Session) -> None:
+        sid = session.session_id
+        data = _pack(session.to_dict())
+
+        async def op() -> None:
+            async with self._redis.pipeline(transaction=True) as p:
+                p.set(self._sess(sid), data, px=self._ttl_ms)
+                p.set(self._seen(sid), b"1", px=self._seen_ms)
+                await p.execute()
+
+        await self._call("save", op)
+
+    async def touch(self, session_id: str) -> None:
+        sid = session_id
+
+        async def op() -> None:
+            async with self._redis.pipeline(transaction=True) as p:
+                p.pexpire(self._sess(sid), self._ttl_ms)
+                p.pexpire(self._seen(sid), self._seen_ms)
+                await p.execute()
+
+        await self._call("touch", op)
+
+    async def delete(self, session_id: str) -> None:
+        sid = session_id
+
+        async def op() -> None:
+            rids = await self._redis.smembers(self._resp(sid))
+            keys = [self._sess(sid), self._seen(sid), self._resp(sid)]
+            keys += [self._frames(sid, r.decode() if isinstance(r, bytes) else str(r)) for r in rids]
+            await self._redis.delete(*keys)
+
+        await self._call("delete", op)
+
+    async def append_frames(self, session_id: str, response_id: str, frames: list[dict[str, Any]]) -> None:
+        if not frames:
+            return
+        key = self._frames(session_id, response_id)
+        packed = [_pack(f) for f in frames]
+
+        async def op() -> None:
+            async with self._redis.pipeline(transaction=True) as p:
+                p.rpush(key, *packed)
+                p.ltrim(key, -self._replay_cap, -1)
+                p.pexpire(key, self._replay_ms)
+                p.sadd(self._resp(session_id), response_id)
+                p.pexpire(self._resp(session_id), self._replay_ms)
+                await p.execute()
+
+        await self._call("append_frames", op)
+
+    async def read_frames(self, session_id: str, response_id: str, after: int) -> list[dict[str, Any]] | None:
+        raw = await self._call(
+            "read_frames",
+            lambda: self._redis.lrange(self._frames(session_id, response_id), 0, -1),
+        )
+        if not raw:
+            return None  # never written (append needs >= 1 frame), expired or deleted
+        frames = [_unpack(b) for b in raw]
+        return [f for f in frames if f.get("seq", -1) > after or f.get("type") == "done"]
+
+    async def healthy(self) -> bool:
+        try:
+            await self._call("ping", self._redis.ping)
+        except (StoreTimeout, StoreUnavailable):
+            return False
+        return True
+
+    async def close(self) -> None:
+        await self._redis.aclose()
