@@ -51,6 +51,7 @@ log = logging.getLogger("rtserver.gateway")
 
 WEB_ROOT = Path(__file__).resolve().parent.parent.parent / "web"
 _CHARS_PER_TOKEN = 3.5  # history budget estimate; the worker counts real tokens
+_FOLLOW_STALL_S = 30.0  # a followed remote response whose log stops growing this long is given up
 
 
 class Gateway:
@@ -100,6 +101,12 @@ class Gateway:
             else:
                 await self.pool.start(wait=False)
             stack.push_async_callback(self.pool.close)
+            if s.redis:  # remote workers register themselves in Redis (rtserver worker --redis)
+                from rtserver.workers.discovery import DiscoveryWatcher
+
+                watcher = DiscoveryWatcher(s.redis, self.pool, prefix=s.key_prefix,
+                                           heartbeat_timeout_s=s.heartbeat_timeout_s)
+                self._tasks.add(asyncio.create_task(watcher.run(), name="discovery"))
             self.server = await websockets.serve(
                 self._handle,
                 s.host,
@@ -222,7 +229,7 @@ class Gateway:
              "waiting": w.state.waiting, "draining": w.state.draining}
             for w in self.pool.workers
         ]
-        store_ok = self.writer is not None and not self.writer.degraded
+        store_ok = self.writer is not None and not self.writer.degraded and getattr(self.store, "available", True)
         any_worker = any(w["alive"] for w in workers)
         if not self.ready or self.draining or not any_worker:
             status = "unavailable"
@@ -296,6 +303,8 @@ class Gateway:
         )))
         if resumed and hello is not None and hello.response_id is not None:
             await self._replay(conn, live, hello.response_id, -1 if hello.last_seq is None else hello.last_seq)
+        elif live.response is not None and not live.response.finished:
+            conn.conversation.start_response(live.response.response_id)
         return live
 
     async def _resume(self, hello: Hello) -> LiveSession:
@@ -303,21 +312,39 @@ class Gateway:
         from rtserver.exceptions import Unauthorized
 
         live = self.live.get(hello.session_id)
-        if live is not None:
-            if not hello.resume_token or not live.session.token_matches(hello.resume_token):
-                raise Unauthorized("resume token does not match")
-            return live
+        token = hello.resume_token or ""
+        if live is not None and live.session.token_matches(token) and (
+            live.conn is not None or live.response is not None
+        ):
+            return live  # attached or streaming here: our copy is the newest
         assert self.store is not None
         t0 = time.perf_counter()
-        session = await self.store.load(hello.session_id)
-        self.metrics.store_seconds.labels("load").observe(time.perf_counter() - t0)
-        if not hello.resume_token or not session.token_matches(hello.resume_token):
+        try:
+            session = await self.store.load(hello.session_id)
+            self.metrics.store_seconds.labels("load").observe(time.perf_counter() - t0)
+        except (StoreError, SessionError) as exc:
+            # Our detached copy stands in while the store is down or has not got our writes yet.
+            idle = time.time() - live.session.last_accessed if live is not None else 0.0
+            if live is None or (isinstance(exc, SessionError) and idle > self.settings.session_ttl_s):
+                raise
+            session = live.session
+        if live is not None and session.last_accessed <= live.session.last_accessed:
+            session = live.session  # the store's record is older: our writes are still queued
+        if not token or not session.token_matches(token):
             raise Unauthorized("resume token does not match")
+        if live is not None and live.session is session:
+            return live
+        if live is not None and live.detach_timer is not None:
+            live.detach_timer.cancel()  # the conversation moved on on another gateway: drop our copy
+            live.detach_timer = None
         live = LiveSession(session=session)
         if session.route:
-            from rtserver.routing.router import RouteState
+            from rtserver.routing.router import InvalidRouteState, RouteState
 
-            live.route = RouteState.from_dict(session.route)
+            try:
+                live.route = RouteState.from_dict(session.route)
+            except InvalidRouteState:
+                log.warning("session %s has an unreadable route; routing it afresh", session.session_id[:8])
         self.live[session.session_id] = live
         self.metrics.conversations.set(len(self.live))
         return live
@@ -326,7 +353,8 @@ class Gateway:
         """Send the frames of ``response_id`` after ``last_seq``, then the live rest."""
         resp = live.responses.get(response_id)
         if resp is not None:
-            frames = [f for f in resp.frames if f.get("type") != "token" or f["seq"] > last_seq]
+            frames = [f for f in resp.frames if (f.get("type") == "token" and f["seq"] > last_seq)
+                      or f.get("type") == "done" or (last_seq < 0 and f.get("type") == "route")]
             first = next((f for f in frames if f.get("type") == "token"), None)
             contiguous = first["seq"] == last_seq + 1 if first else (resp.next_seq <= last_seq + 1)
             if not contiguous:
@@ -336,26 +364,50 @@ class Gateway:
             for f in frames:
                 conn.send(f)
             self.metrics.replayed_frames.inc(len(frames))
+            if not resp.finished and live.response is resp:
+                conn.conversation.start_response(response_id)
             return
         assert self.store is not None
         # The response lives (or lived) on another gateway: follow its replay log.
+        conn.conversation.start_response(response_id)
         task = asyncio.create_task(self._follow_remote(conn, live, response_id, last_seq))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _follow_remote(self, conn: Connection, live: LiveSession, response_id: str, last_seq: int) -> None:
+        """Relay the replay log of a response streamed by another gateway, exactly once, through ``done``.
+
+        Gives up with ``recovery_impossible`` when the log is gone, has a gap, or stops
+        growing for ``_FOLLOW_STALL_S`` (its gateway died). A log not written yet is
+        waited for while the session says that response is still running.
+        """
         assert self.store is not None
-        deadline = time.monotonic() + 60.0
+        try:
+            await self._follow_log(conn, live, response_id, last_seq)
+        finally:
+            if conn.conversation.active_response == response_id:
+                conn.conversation.finish_response()
+
+    async def _follow_log(self, conn: Connection, live: LiveSession, response_id: str, last_seq: int) -> None:
+        assert self.store is not None
+        deadline = time.monotonic() + _FOLLOW_STALL_S
         seq = last_seq
         text_parts: list[str] = []
         while time.monotonic() < deadline:
+            if live.conn is not conn:
+                return  # the client went away (or resumed on yet another socket)
             try:
                 frames = await self.store.read_frames(live.session_id, response_id, seq)
             except StoreError:
                 frames = []
             if frames is None:
+                if live.session.active_response == response_id and not text_parts:
+                    await asyncio.sleep(0.05)  # started, first frames not written yet
+                    continue
                 conn.send_error(ProtocolError(ErrorCode.RECOVERY_IMPOSSIBLE, f"no frames kept for {response_id}"))
                 return
+            if frames:
+                deadline = time.monotonic() + _FOLLOW_STALL_S
             for f in frames:
                 if f.get("type") == "token":
                     if f["seq"] != seq + 1:
@@ -372,7 +424,7 @@ class Gateway:
                     self._adopt_remote_turn(live, response_id, text_parts)
                     return
             await asyncio.sleep(0.05)
-        conn.send_error(ProtocolError(ErrorCode.RECOVERY_IMPOSSIBLE, f"{response_id} did not finish in time"))
+        conn.send_error(ProtocolError(ErrorCode.RECOVERY_IMPOSSIBLE, f"{response_id} stopped before its end"))
 
     def _adopt_remote_turn(self, live: LiveSession, response_id: str, text_parts: list[str]) -> None:
         """A response finished on another gateway: make its text part of our history."""
@@ -402,8 +454,8 @@ class Gateway:
             return
         if live.response is not None and live.response.task is not None:
             live.response.task.cancel()  # nobody came back for it: free the worker slot
-        if live.response is None:
-            self.live.pop(live.session_id, None)
+        if live.response is None and self.live.get(live.session_id) is live:
+            del self.live[live.session_id]
             self.metrics.conversations.set(len(self.live))
 
     # ================================================================= responses

@@ -18,6 +18,8 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,9 @@ from rtserver.exceptions import WorkerProtocolError
 from rtserver.workers.wire import FrameReader, pack, request_from_frame
 
 log = logging.getLogger("rtserver.worker")
+
+# Called with the bound address once the worker serves (discovery.register_forever sets it).
+on_bound: ContextVar[Callable[[str], None] | None] = ContextVar("rtserver_worker_on_bound", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +203,8 @@ async def serve_worker(engine: Engine, settings: WorkerSettings, *, ready_fd: in
             loop.add_signal_handler(sig, stop.set)
     log.info("worker %s ready on %s (%s, %s)", settings.name, server.bound, engine.info.engine, engine.info.model_id)
     print(f"READY {server.bound}", flush=True)
+    if (announce := on_bound.get()) is not None:
+        announce(server.bound)
     if ready_fd is not None:
         os.write(ready_fd, f"{server.bound}\n".encode())
         os.close(ready_fd)
