@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from rtserver.engines.base import EngineInfo, EngineLoad, EngineEvent, FinishEvent, GenerateRequest, TokenEvent
+from rtserver.engines.base import EngineEvent, EngineInfo, EngineLoad, FinishEvent, GenerateRequest, TokenEvent
 
 _WORDS = ("lorem ", "ipsum ", "dolor ", "sit ", "amet ", "consectetur ", "adipiscing ", "elit ")
 

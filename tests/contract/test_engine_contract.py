@@ -1,0 +1,232 @@
+"""The Engine contract (rtserver/engines/base.py), one suite for every backend.
+
+* synthetic: always.
+* openvino: the real embedded SmolLM2-135M (marker ``model``).
+* transformers: a tiny randomly initialised Llama on CPU (skipped without torch/transformers).
+* openai: a REAL third-party OpenAI-compatible server, llama-cpp-python's
+  ``llama_cpp.server`` serving the SmolLM2 GGUF (skipped when llama_cpp is not installed:
+  ``pip install 'llama-cpp-python[server]==0.3.36'``, a ~10 minute CPU build).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from rtserver.engines.base import (
+    ChatMessage,
+    Engine,
+    EngineEvent,
+    FinishEvent,
+    GenerateRequest,
+    SamplingParams,
+    TokenEvent,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+ENGINES = [
+    "synthetic",
+    pytest.param("openvino", marks=pytest.mark.model),
+    "transformers",
+    "openai",
+]
+PROMPT = "Write a long story about a dragon who learns to bake bread."
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def llama_server() -> Iterator[str]:
+    """A llama-cpp-python OpenAI-compatible server on loopback; yields its base URL."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip(
+            "llama_cpp is not importable: pip install 'llama-cpp-python[server]==0.3.36' to test the openai engine"
+        )
+    from rtserver.engines.models import resolve_model
+
+    gguf = resolve_model("smollm2-135m")
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--model_alias",
+        "smollm2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
+        "--n_threads",
+        "1",
+        "--verbose",
+        "False",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+                pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {err}")
+            try:
+                with urllib.request.urlopen(base + "/models", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("llama_cpp.server did not answer within 120 s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch", reason="the transformers engine needs torch (the 'gpu' extra)")
+    pytest.importorskip("transformers", reason="the transformers engine needs transformers (the 'gpu' extra)")
+    from tests.fixtures.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=ENGINES)
+async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+    name: str = request.param
+    eng: Any
+    if name == "synthetic":
+        from rtserver.engines.synthetic import SyntheticEngine
+
+        eng = SyntheticEngine(tokens=64, tokens_per_s=200.0, capacity=8)
+    elif name == "openvino":
+        pytest.importorskip("openvino_genai")
+        from rtserver.engines.openvino import OpenVinoEngine
+
+        eng = OpenVinoEngine("smollm2-135m", capacity=4, threads=1)
+    elif name == "transformers":
+        from rtserver.engines.transformers import TransformersEngine
+
+        eng = TransformersEngine(
+            str(request.getfixturevalue("tiny_model_dir")), model_id="tiny", capacity=4, device="cpu"
+        )
+    else:
+        pytest.importorskip("aiohttp", reason="the openai engine needs aiohttp (the 'openai' extra)")
+        from rtserver.engines.openai import OpenAIEngine
+
+        eng = OpenAIEngine("smollm2", base_url=request.getfixturevalue("llama_server"), capacity=4)
+    await eng.start()
+    try:
+        yield eng
+    finally:
+        await eng.close()
+
+
+def _req(max_tokens: int = 16, temperature: float = 0.7, rid: str = "r") -> GenerateRequest:
+    return GenerateRequest(
+        rid, (ChatMessage("user", PROMPT),), SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=7)
+    )
+
+
+async def _collect(engine: Engine, request: GenerateRequest) -> list[EngineEvent]:
+    return [ev async for ev in engine.generate(request)]
+
+
+async def _until_idle(engine: Engine, within_s: float = 30.0) -> None:
+    """Wait for load().active == 0; engines with a decode thread free the slot at their next step."""
+    deadline = time.monotonic() + within_s
+    while engine.load().active and time.monotonic() < deadline:  # noqa: ASYNC110 (polling a plain counter)
+        await asyncio.sleep(0.01)
+
+
+def _check_stream(events: list[EngineEvent], max_tokens: int) -> FinishEvent:
+    tokens = [e for e in events if isinstance(e, TokenEvent)]
+    finishes = [e for e in events if isinstance(e, FinishEvent)]
+    assert tokens, f"no TokenEvent before the finish: {events}"
+    assert len(finishes) == 1 and events[-1] is finishes[0], "exactly one FinishEvent, last"
+    finish = finishes[0]
+    assert finish.reason in ("stop", "length"), finish
+    assert finish.error is None
+    assert 1 <= finish.completion_tokens <= max_tokens
+    assert finish.prompt_tokens >= 1
+    assert tokens[0].queue_ms is not None and tokens[0].queue_ms >= 0.0
+    assert "".join(t.text for t in tokens).strip(), "the text is not empty"
+    return finish
+
+
+async def test_streams_tokens_then_one_finish(engine: Engine) -> None:
+    events = await _collect(engine, _req(16))
+    _check_stream(events, 16)
+
+
+async def test_max_tokens_gives_length(engine: Engine) -> None:
+    events = await _collect(engine, _req(3, temperature=0.0))
+    finish = _check_stream(events, 3)
+    assert finish.reason == "length"
+    assert finish.completion_tokens == 3
+
+
+async def test_closing_after_two_tokens_frees_the_slot(engine: Engine) -> None:
+    stream = engine.generate(_req(200, rid="cancel-me"))
+    seen = 0
+    async for ev in stream:
+        assert isinstance(ev, TokenEvent), "the generation ended before 2 tokens"
+        seen += 1
+        if seen == 2:
+            break
+    assert engine.load().active >= 1
+    await stream.aclose()  # type: ignore[attr-defined]
+    await _until_idle(engine)
+    assert engine.load().active == 0
+    assert engine.load().waiting == 0
+    _check_stream(await _collect(engine, _req(4, rid="after")), 4)  # and the engine still serves
+
+
+async def test_four_concurrent_requests_all_finish(engine: Engine) -> None:
+    results = await asyncio.gather(*(_collect(engine, _req(8, rid=f"c{i}")) for i in range(4)))
+    for events in results:
+        _check_stream(events, 8)
+    await _until_idle(engine)
+    assert engine.load().active == 0
+
+
+async def test_load_is_sane(engine: Engine) -> None:
+    idle = engine.load()
+    assert (idle.active, idle.waiting) == (0, 0)
+    assert idle.capacity == engine.info.capacity >= 1
+    stream = engine.generate(_req(64, rid="busy"))
+    first = await stream.__anext__()  # type: ignore[attr-defined]
+    assert isinstance(first, TokenEvent)
+    busy = engine.load()
+    assert busy.active == 1 and busy.waiting == 0 and busy.capacity == idle.capacity
+    await stream.aclose()  # type: ignore[attr-defined]
+    await _until_idle(engine)
+    assert engine.load().active == 0
+    assert engine.info.engine in ("synthetic", "openvino", "transformers", "openai")
+    assert "text" in engine.info.modalities
