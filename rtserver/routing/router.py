@@ -224,9 +224,7 @@ class Router:
     def models(self) -> Mapping[str, str]:
         return dict(self._models)
 
-    def signals(
-        self, text: str, attachment_kinds: Sequence[str], context: Mapping[str, object] | None
-    ) -> Signals:
+    def signals(self, text: str, attachment_kinds: Sequence[str], context: Mapping[str, object] | None) -> Signals:
         """``extract_signals`` with this router's cue lexicon."""
         return extract_signals(text, attachment_kinds, context, self._lexicon)
 

@@ -28,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from rtserver.routing.classifier import (
     CUES_FILE,
@@ -68,14 +69,17 @@ def _version(dist: str) -> str | None:
         return None
 
 
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 def _display(path: Path) -> str:
     try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+        return path.resolve().relative_to(_REPO_ROOT).as_posix()
     except ValueError:
         return str(path)
 
 
-def _embed(model_path: Path, tokenizer_path: Path, texts: Sequence[str], max_tokens: int) -> np.ndarray:  # type: ignore[type-arg]
+def _embed(model_path: Path, tokenizer_path: Path, texts: Sequence[str], max_tokens: int) -> npt.NDArray[np.float32]:
     session = make_session(model_path)
     tokenizer = load_tokenizer(tokenizer_path, max_tokens)
     rows = [session.run(["embedding"], encode(tokenizer, t))[0][0] for t in texts]
@@ -166,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         uc: {other: int(np.sum((y_val == i) & (y_pred == j))) for j, other in enumerate(labels)}
         for i, uc in enumerate(labels)
     }
-    lexicon = CueLexicon(cue_doc["cues"])  # type: ignore[arg-type]
+    lexicon = CueLexicon({c.phrase: c.use_case for c in cues})
     own_hit = float(np.mean([e.label in lexicon.match(e.text) for e in val_set]))
     foreign_hit = float(np.mean([bool(lexicon.match(e.text) - {e.label}) for e in val_set]))
 
@@ -177,7 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": args.seed,
         "max_tokens": args.max_tokens,
         "labels": list(labels),
-        "model": {"file": MODEL_FILE, "bytes": (out / MODEL_FILE).stat().st_size, "sha256": sha256_of(out / MODEL_FILE)},
+        "model": {
+            "file": MODEL_FILE,
+            "bytes": (out / MODEL_FILE).stat().st_size,
+            "sha256": sha256_of(out / MODEL_FILE),
+        },
         "base_model": {"name": BASE_MODEL_NAME, "package": BASE_MODEL_PACKAGE, "version": _version(BASE_MODEL_PACKAGE)},
         "pipeline": {
             "pooling": "mean (attention-masked)",

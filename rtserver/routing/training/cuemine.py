@@ -13,6 +13,7 @@ use case. Each use case keeps at most ``max_per_class`` cues, best supported fir
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ def _is_content(word: str) -> bool:
 
 def _features(words: Sequence[str]) -> set[str]:
     feats = {w for w in words if _is_content(w)}
-    for a, b in zip(words, words[1:], strict=False):
+    for a, b in itertools.pairwise(words):
         if _is_content(a) and _is_content(b):
             feats.add(f"{a} {b}")
     return feats

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -68,7 +70,7 @@ class _Layer(nn.Module):
         self.out_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.view(x.size()[:-1] + (self.heads, self.head_dim))
+        x = x.view((*x.size()[:-1], self.heads, self.head_dim))
         return x.permute(0, 2, 1, 3)
 
     def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
@@ -80,9 +82,10 @@ class _Layer(nn.Module):
         scores = scores + additive_mask
         ctx = torch.matmul(torch.softmax(scores, dim=-1), v)
         ctx = ctx.permute(0, 2, 1, 3).contiguous()
-        ctx = ctx.view(ctx.size()[:-2] + (self.heads * self.head_dim,))
+        ctx = ctx.view((*ctx.size()[:-2], self.heads * self.head_dim))
         x = self.attn_norm(self.attn_out(ctx) + x)
-        return self.out_norm(self.output(F.gelu(self.intermediate(x))) + x)
+        out: torch.Tensor = self.out_norm(self.output(F.gelu(self.intermediate(x))) + x)
+        return out
 
 
 class SentenceEncoder(nn.Module):
@@ -93,6 +96,7 @@ class SentenceEncoder(nn.Module):
         self.word = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.position = nn.Embedding(cfg.max_positions, cfg.hidden_size)
         self.token_type = nn.Embedding(2, cfg.hidden_size)
+        self.position_ids: torch.Tensor
         self.register_buffer("position_ids", torch.arange(cfg.max_positions).unsqueeze(0), persistent=False)
         self.emb_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.layers = nn.ModuleList(_Layer(cfg) for _ in range(cfg.num_layers))
@@ -143,7 +147,7 @@ class SentenceEncoder(nn.Module):
         return model.eval()
 
 
-def _t(array: np.ndarray) -> torch.Tensor:  # type: ignore[type-arg]
+def _t(array: npt.NDArray[np.generic]) -> torch.Tensor:
     return torch.from_numpy(np.array(array, dtype=np.float32))
 
 
@@ -151,7 +155,8 @@ def export_onnx(encoder: SentenceEncoder, path: Path) -> None:
     """Write ``encoder`` as a single-file ONNX graph with dynamic batch and sequence axes."""
     ids = torch.tensor([[101, 7592, 2088, 102]], dtype=torch.int64)
     mask = torch.ones_like(ids)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deliberate: stable graphs
         torch.onnx.export(
             encoder,
             (ids, mask),
