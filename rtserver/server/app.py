@@ -16,13 +16,15 @@ import logging
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import websockets
 from websockets.asyncio.server import Server, ServerConnection
+from websockets.exceptions import NegotiationError
+from websockets.typing import Subprotocol
 from websockets.http11 import Request, Response
 
 from rtserver.codes import CloseCode, ErrorCode
@@ -113,7 +115,10 @@ class Gateway:
                 s.port,
                 subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
                 process_request=self._process_request,
-                max_size=s.max_frame_bytes,
+                select_subprotocol=_select_subprotocol,
+                # Frames up to 2x the limit get a frame_too_large error and the socket lives on;
+                # beyond that the WebSocket layer closes with 1009 before buffering them.
+                max_size=s.max_frame_bytes * 2 + 1024,
                 open_timeout=s.handshake_timeout_s,
                 ping_interval=s.ping_interval_s or None,
                 ping_timeout=s.ping_timeout_s or None,
@@ -418,23 +423,43 @@ class Gateway:
                         return
                     seq = f.get("seq_last", f["seq"])
                     text_parts.append(f["text"])
+                elif f.get("type") == "done":
+                    await self._adopt_remote_turn(live, response_id, text_parts)
+                    if conn.conversation.active_response == response_id:
+                        conn.conversation.finish_response()  # before the client can see done and reply
                 conn.send(f)
                 self.metrics.replayed_frames.inc()
                 if f.get("type") == "done":
-                    self._adopt_remote_turn(live, response_id, text_parts)
                     return
             await asyncio.sleep(0.05)
         conn.send_error(ProtocolError(ErrorCode.RECOVERY_IMPOSSIBLE, f"{response_id} stopped before its end"))
 
-    def _adopt_remote_turn(self, live: LiveSession, response_id: str, text_parts: list[str]) -> None:
-        """A response finished on another gateway: make its text part of our history."""
+    async def _adopt_remote_turn(self, live: LiveSession, response_id: str, text_parts: list[str]) -> None:
+        """A response finished on another gateway: take the turn into our copy of the session.
+
+        That gateway saved the session (whole answer in its history) before it logged
+        ``done``, so the stored record is used; ``text_parts`` (only what we relayed)
+        is the fallback when the store cannot give it.
+        """
         s = live.session
-        if s.active_response == response_id:
-            s.active_response = None
-            if text_parts and (not s.history or s.history[-1][0] != "assistant"):
-                s.history.append(["assistant", "".join(text_parts)])
-            assert self.writer is not None
-            self.writer.save(s)
+        if s.active_response != response_id:
+            return
+        s.active_response = None
+        assert self.store is not None and self.writer is not None
+        try:
+            stored: Session | None = await self.store.load(s.session_id)
+        except (StoreError, SessionError):
+            stored = None
+        if (stored is not None and stored.active_response != response_id and stored.history
+                and stored.history[-1][0] == "assistant"):
+            s.history = stored.history
+            s.request_count = max(s.request_count, stored.request_count)
+            s.bypass_count = max(s.bypass_count, stored.bypass_count)
+            s.context_changes = max(s.context_changes, stored.context_changes)
+            s.worker = stored.worker or s.worker
+        elif text_parts and (not s.history or s.history[-1][0] != "assistant"):
+            s.history.append(["assistant", "".join(text_parts)])
+        self.writer.save(s)  # with our (rotated) resume token
 
     def detach(self, conn: Connection) -> None:
         """The socket closed: keep the session (and its running response) for a while."""
@@ -500,6 +525,7 @@ class Gateway:
             t_queue = time.perf_counter()
             worker = await self._pick_worker(model, None if decision.decision == "reroute" else session.worker)
             session.worker = worker.state.name
+            resp.routed = True
             live.emit(to_wire(Route(
                 response_id=rid, message_id=msg.id, use_case=use_case, model=model,
                 worker=worker.state.name, decision=decision.decision,
@@ -682,9 +708,11 @@ class Gateway:
         session.last_accessed = time.time()
         assert self.writer is not None
         self.writer.save(session)  # history first, then the done frame: a follower sees both
-        frame = to_wire(done)
-        live.emit(frame)
-        self.writer.frames(live.session_id, resp.response_id, [frame])
+        if resp.routed:
+            frame = to_wire(done)
+            live.emit(frame)
+            self.writer.frames(live.session_id, resp.response_id, [frame])
+        # else: rejected before its route frame; the error frame (with ref) was the whole answer
         resp.finished = True
         live.response = None
         self.metrics.responses.labels(reason).inc()
@@ -693,6 +721,16 @@ class Gateway:
             live.conn.conversation.finish_response()
         elif live.detach_timer is None:
             self._expire_live(live)
+
+
+def _select_subprotocol(ws: ServerConnection, offered: Sequence[str]) -> Subprotocol | None:
+    """JSON when the client offers nothing; the first known one it offers; else refuse (400)."""
+    if not offered:
+        return None
+    for proto in offered:
+        if proto in SUBPROTOCOLS:
+            return Subprotocol(proto)
+    raise NegotiationError(f"unsupported subprotocols {', '.join(offered)[:200]}; use rt.v1.json or rt.v1.msgpack")
 
 
 def request_model(worker: WorkerHandle) -> str:

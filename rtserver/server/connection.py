@@ -137,13 +137,22 @@ class Connection:
         self.live = await self.gw.open_session(self, hello)
         self.conversation.opened()
 
+    async def _discard_input(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in self.ws:
+                pass
+
     async def _shutdown(self) -> None:
         if self.live is not None:
             self.gw.detach(self)
         if self._writer is not None:
             if self._close is not None and not self._writer.done():
+                # Keep reading (and discarding) so the client's close reply is seen behind
+                # any frames it sent meanwhile; otherwise the handshake waits for close_timeout.
+                drain = asyncio.create_task(self._discard_input())
                 with contextlib.suppress(asyncio.TimeoutError, ConnectionClosed):
-                    await asyncio.wait_for(asyncio.shield(self._writer), 2.0)
+                    await asyncio.wait_for(asyncio.shield(self._writer), 5.0)
+                drain.cancel()
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await self._writer

@@ -25,6 +25,7 @@ class ActiveResponse:
     task: asyncio.Task[None] | None = None
     frames: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False
+    routed: bool = False
     next_seq: int = 0
 
 
