@@ -33,7 +33,7 @@ def test_base_image_is_pinned(path: Path) -> None:
     for op, rest in _instructions(path):
         if op == "FROM":
             image = rest.split()[0]
-            name, _, tag = image.partition(":")
+            tag = image.partition(":")[2]
             assert tag and tag != "latest" and re.search(r"\d+\.\d+", tag), f"{image} is not pinned to a version"
 
 
