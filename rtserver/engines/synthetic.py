@@ -10,7 +10,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from rtserver.engines.base import EngineEvent, EngineInfo, EngineLoad, FinishEvent, GenerateRequest, TokenEvent
+from rtserver.engines.base import (
+    EngineEvent,
+    EngineFinish,
+    EngineInfo,
+    EngineLoad,
+    FinishEvent,
+    GenerateRequest,
+    TokenEvent,
+)
 
 _WORDS = ("lorem ", "ipsum ", "dolor ", "sit ", "amet ", "consectetur ", "adipiscing ", "elit ")
 
@@ -59,7 +67,7 @@ class SyntheticEngine:
                 elif i % 64 == 63:
                     await asyncio.sleep(0)
                 yield TokenEvent(_WORDS[i % len(_WORDS)], 1, 0.0 if i == 0 else None)
-            reason = "length" if n == request.params.max_tokens else "stop"
+            reason: EngineFinish = "length" if n == request.params.max_tokens else "stop"
             yield FinishEvent(reason=reason, prompt_tokens=prompt, completion_tokens=n)
         finally:
             self._active -= 1

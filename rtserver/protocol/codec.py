@@ -341,6 +341,15 @@ def client_to_wire(frame: ClientFrame, encoding: Encoding) -> dict[str, Any]:
 
 
 __all__ = [
-    "SUBPROTOCOLS", "Encoding", "client_to_wire", "decode_client_frame", "encode", "encode_values",
-    "error_frame", "parse", "to_wire", "validate", "Pong",
+    "SUBPROTOCOLS",
+    "Encoding",
+    "Pong",
+    "client_to_wire",
+    "decode_client_frame",
+    "encode",
+    "encode_values",
+    "error_frame",
+    "parse",
+    "to_wire",
+    "validate",
 ]

@@ -23,7 +23,7 @@ class State(enum.Enum):
 
 
 class Conversation:
-    __slots__ = ("state", "active_response", "responses")
+    __slots__ = ("active_response", "responses", "state")
 
     def __init__(self) -> None:
         self.state = State.NEW

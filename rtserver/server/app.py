@@ -24,8 +24,8 @@ from typing import Any
 import websockets
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import NegotiationError
-from websockets.typing import Subprotocol
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from rtserver.codes import CloseCode, ErrorCode
 from rtserver.config import Settings
@@ -644,7 +644,7 @@ class Gateway:
         while True:
             attempts += 1
             try:
-                async with contextlib.aclosing(worker.generate(request)) as events:
+                async with contextlib.aclosing(worker.generate(request)) as events:  # type: ignore[type-var]
                     async for ev in events:
                         if isinstance(ev, TokenEvent):
                             now = time.perf_counter()

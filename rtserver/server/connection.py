@@ -96,7 +96,7 @@ class Connection:
             while self._close is None:
                 try:
                     data = await asyncio.wait_for(self.ws.recv(), settings.idle_timeout_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     self.close(CloseCode.IDLE_TIMEOUT, "idle timeout")
                     break
                 received = time.perf_counter()

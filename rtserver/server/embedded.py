@@ -82,7 +82,7 @@ class EmbeddedWorker:
             self.proc.terminate()
             try:
                 await asyncio.wait_for(self.proc.wait(), 10.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
         with contextlib.suppress(OSError):

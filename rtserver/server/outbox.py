@@ -16,7 +16,7 @@ from typing import Any
 
 
 class Outbox:
-    __slots__ = ("_q", "_limit", "_coalesce_at", "_waiter", "closed", "coalesced")
+    __slots__ = ("_coalesce_at", "_limit", "_q", "_waiter", "closed", "coalesced")
 
     def __init__(self, limit: int) -> None:
         self._q: deque[dict[str, Any]] = deque()

@@ -102,13 +102,13 @@ class WorkerClient:
         while not self._closing:
             try:
                 reader, writer = await asyncio.wait_for(self._open(), self._connect_timeout)
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
             try:
                 await self._serve(reader, writer)
-            except (OSError, WorkerProtocolError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+            except (TimeoutError, OSError, WorkerProtocolError, asyncio.IncompleteReadError) as exc:
                 log.warning("worker %s lost: %s", self.state.name, exc)
             finally:
                 self._connected.clear()
