@@ -18,10 +18,15 @@ Rules, in order, for ``Router.route(state, text, attachment_kinds, context)``:
 3. **Bypass** when ``decide_bypass`` holds: no modality outside the basis, no cue
    class outside ``{use_case} | basis_cues``, the same context key (and
    ``bypass_enabled``). Decision ``"bypass"``, ``classifier_ms is None``.
-4. **Something new**: classify. Same use case -> ``"bypass"`` with
-   ``context_changed=True`` and the basis widened by the new signals (so the same
-   novelty does not cost a model call twice); a different one -> ``"reroute"``
-   with a fresh basis.
+4. **Something new**: classify. A different use case -> ``"reroute"`` with a
+   fresh basis, provided the verdict is *corroborated*: the new use case is one
+   of the message's cue classes, or the classifier's confidence is at least
+   ``reroute_confidence`` (default 0.8). Otherwise, or when the verdict is the
+   current use case, -> ``"bypass"`` with ``context_changed=True`` and the basis
+   widened by the new signals (so the same novelty does not cost a model call
+   twice). Corroboration keeps a short, ambiguous follow-up ("how should I parse
+   the dates? 03/11/2024") from pulling a conversation off its worker on a weak
+   standalone guess.
 
 **Media rule.** A message carrying an image or audio (incl. video) attachment
 needs a worker that can take it, so wherever rules 2 and 4 would classify, it
@@ -196,11 +201,12 @@ class Router:
     ``models`` maps each of the five use cases to a model id (``ValueError`` if
     one is missing or an unknown one is present). ``executor`` runs the blocking
     classifier (``None``: the loop's default executor); ``clock`` (seconds)
-    times ``route_ms``. Safe to share across tasks and threads: it keeps no
+    times ``route_ms``; ``reroute_confidence`` is the classifier confidence that
+    reroutes a conversation without a corroborating cue (rule 4). Safe to share across tasks and threads: it keeps no
     per-conversation state.
     """
 
-    __slots__ = ("_classifier", "_clock", "_executor", "_lexicon", "_models")
+    __slots__ = ("_classifier", "_clock", "_executor", "_lexicon", "_models", "_reroute_confidence")
 
     def __init__(
         self,
@@ -209,6 +215,7 @@ class Router:
         *,
         executor: concurrent.futures.Executor | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        reroute_confidence: float = 0.8,
     ) -> None:
         missing = [uc for uc in USE_CASES if uc not in models]
         unknown = sorted(set(models) - USE_CASE_SET)
@@ -219,6 +226,7 @@ class Router:
         self._models = {uc: models[uc] for uc in USE_CASES}
         self._executor = executor
         self._clock = clock
+        self._reroute_confidence = reroute_confidence
 
     @property
     def models(self) -> Mapping[str, str]:
@@ -264,7 +272,15 @@ class Router:
             return self._settle(state, signals, "multimodal", 1.0, None, ctx_hash, start)
         loop = asyncio.get_running_loop()
         verdict = await loop.run_in_executor(self._executor, self._classifier.classify, text)
-        return self._settle(state, signals, verdict.use_case, verdict.confidence, verdict.elapsed_ms, ctx_hash, start)
+        use_case, confidence = verdict.use_case, verdict.confidence
+        if (
+            state is not None
+            and use_case != state.use_case
+            and use_case not in signals.cues
+            and confidence < self._reroute_confidence
+        ):
+            use_case, confidence = state.use_case, state.confidence
+        return self._settle(state, signals, use_case, confidence, verdict.elapsed_ms, ctx_hash, start)
 
     def _settle(
         self,

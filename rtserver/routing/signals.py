@@ -9,7 +9,8 @@ agree on what a "word" is): lowercase, split into ``[a-z0-9]+`` runs (an
 apostrophe joins a word to its suffix, which is then dropped: ``what's`` ->
 ``what``), fold a plural ``s`` on words longer than three letters (``images``
 -> ``image``, not ``ss``), and add the pseudo-word ``<expr>`` once for text that
-contains an arithmetic expression such as ``3x + 7 = 22`` or ``2^10``.
+contains an arithmetic expression such as ``3x + 7 = 22`` or ``2^10`` (dates
+like ``03/11/2024`` do not count).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ EXPR_TOKEN: Final = "<expr>"
 OVERRIDE_KEY: Final = "use_case"
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_DATE = re.compile(r"\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}")
 _EXPR = re.compile(r"[0-9a-z)\]]\s*[+*/^=]\s*[0-9(\[]|[0-9)]\s+-\s+[0-9(a-z]")
 
 _IMAGE_KINDS: Final = frozenset({"image", "photo", "picture", "screenshot", "drawing", "img"})
@@ -58,7 +60,7 @@ def normalise_words(text: str) -> list[str]:
     """Return the normalised words of ``text`` (see the module docstring), in order."""
     lowered = text.lower()
     words = [_fold(w) for w in _WORD.findall(lowered)]
-    if _EXPR.search(lowered) is not None:
+    if _EXPR.search(lowered) is not None and _EXPR.search(_DATE.sub(" ", lowered)) is not None:
         words.append(EXPR_TOKEN)
     return words
 

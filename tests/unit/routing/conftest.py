@@ -31,9 +31,9 @@ LEXICON = CueLexicon(
 
 
 class FakeClassifier:
-    """Answers from a text -> use case table (default ``chat``), counting calls and their threads."""
+    """Answers from a text -> use case (or (use case, confidence)) table, counting calls and their threads."""
 
-    def __init__(self, answers: dict[str, str] | None = None, *, default: str = "chat") -> None:
+    def __init__(self, answers: dict[str, str | tuple[str, float]] | None = None, *, default: str = "chat") -> None:
         self.answers = dict(answers or {})
         self.default = default
         self.lexicon = LEXICON
@@ -44,9 +44,11 @@ class FakeClassifier:
     def classify(self, text: str) -> Classification:
         self.calls.append(text)
         self.threads.append(threading.current_thread().name)
-        use_case = self.answers.get(text, self.default)
-        probs = {uc: (0.9 if uc == use_case else 0.025) for uc in USE_CASES}
-        return Classification(use_case, 0.9, types.MappingProxyType(probs), 0.5)
+        answer = self.answers.get(text, self.default)
+        use_case, confidence = answer if isinstance(answer, tuple) else (answer, 0.9)
+        rest = (1.0 - confidence) / (len(USE_CASES) - 1)
+        probs = {uc: (confidence if uc == use_case else rest) for uc in USE_CASES}
+        return Classification(use_case, confidence, types.MappingProxyType(probs), 0.5)
 
 
 @pytest.fixture

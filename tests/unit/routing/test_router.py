@@ -72,6 +72,29 @@ async def test_new_cue_of_another_use_case_reroutes_with_a_fresh_basis() -> None
 
 
 @pytest.mark.asyncio
+async def test_weak_uncorroborated_verdict_keeps_the_route() -> None:
+    fake = FakeClassifier(
+        {
+            "fix my python code": "agent",
+            "and prove 2 + 2 = 4": ("chat", 0.55),
+            "is 7 prime? prove it": ("reasoning", 0.55),
+            "what about the weather, prove it": ("chat", 0.95),
+        }
+    )
+    router = Router(fake, MODELS)
+    state = (await router.route(None, "fix my python code", [], None)).state
+    weak = await router.route(state, "and prove 2 + 2 = 4", [], None)
+    assert (weak.decision, weak.use_case, weak.context_changed, weak.confidence) == ("bypass", "agent", True, 0.9)
+    assert weak.state.basis_cues == {"agent", "reasoning"}
+    cued = await router.route(state, "is 7 prime? prove it", [], None)
+    assert (cued.decision, cued.use_case) == ("reroute", "reasoning")
+    sure = await router.route(state, "what about the weather, prove it", [], None)
+    assert (sure.decision, sure.use_case) == ("reroute", "chat")
+    strict = Router(fake, MODELS, reroute_confidence=0.5)
+    assert (await strict.route(state, "and prove 2 + 2 = 4", [], None)).use_case == "chat"
+
+
+@pytest.mark.asyncio
 async def test_context_change_triggers_classification() -> None:
     fake = FakeClassifier(default="chat")
     router = Router(fake, MODELS)

@@ -38,6 +38,7 @@ def test_arithmetic_adds_the_expression_pseudo_word() -> None:
     assert EXPR_TOKEN in normalise_words("Solve 3x + 7 = 22")
     assert EXPR_TOKEN in normalise_words("what is 2^10")
     assert EXPR_TOKEN not in normalise_words("covid-19 numbers in 2024")
+    assert EXPR_TOKEN not in normalise_words("dates look like 03/11/2024 or 2024-11-03")
 
 
 @pytest.mark.parametrize(
