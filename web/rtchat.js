@@ -84,10 +84,10 @@
   function findCloser(s, from, delim) {
     let j = s.indexOf(delim, from);
     while (j !== -1) {
-      const before = s[j - 1];
-      const after = s[j + delim.length];
-      const okEdge = !isSpace(before) && j > from;
-      const okWord = delim[0] !== '_' || !isWord(after);
+      let end = j;
+      while (s[end] === delim[0]) end++;
+      const okEdge = !isSpace(s[j - 1]) && j > from;
+      const okWord = delim[0] !== '_' || !(isWord(s[end]) || s[end] === '_');
       if (okEdge && okWord) {
         // in a run like "***", close with its last characters so the inner part keeps the rest
         let k = j;
@@ -132,8 +132,11 @@
         i = j + k;
         continue;
       }
-      if ((c === '*' || c === '_') && !isSpace(s[i + 1]) && !(c === '_' && isWord(s[i - 1]))) {
-        if (s[i + 1] === c && !isSpace(s[i + 2])) {
+      if (c === '*' || c === '_') {
+        let k = 0;
+        while (s[i + k] === c) k++;
+        const canOpen = !isSpace(s[i + k]) && !(c === '_' && isWord(s[i - 1]));
+        if (canOpen && k >= 2) {
           const j = findCloser(s, i + 2, c + c);
           if (j !== -1) {
             flush();
@@ -144,7 +147,7 @@
             continue;
           }
         }
-        if (s[i + 1] !== c) {
+        if (canOpen && k === 1) {
           const j = findCloser(s, i + 1, c);
           if (j !== -1 && s[j + 1] !== c) {
             flush();
@@ -155,6 +158,9 @@
             continue;
           }
         }
+        buf += s.slice(i, i + k); // not emphasis: the whole run is text
+        i += k;
+        continue;
       }
       if (c === '[') {
         const m = /^\[([^\]\n]{1,500})\]\(([^)\s]{1,2000})\)/.exec(s.slice(i));
@@ -213,6 +219,7 @@
           i++;
         }
         i++; // the closing fence (absent while the block is still streaming)
+        while (body.length && !body[body.length - 1].trim()) body.pop();
         const indent = Math.min(...body.filter((l) => l.trim()).map((l) => /^ */.exec(l)[0].length), 99);
         parent.append(codeBlock(fence[2], body.map((l) => l.slice(Math.min(indent, 99))).join('\n')));
         continue;
@@ -313,6 +320,8 @@
         });
       } else {
         renderBlocks(content, li);
+        const lead = li.firstChild;
+        if (!content.includes('') && lead && lead.classList && lead.classList.contains('rtc-md-p')) lead.replaceWith(...lead.childNodes);
       }
       list.append(li);
       // a blank line between items keeps the list going
@@ -717,7 +726,7 @@
       const meta = h('div', { class: 'rtc-meta' });
       el.append(meta);
       this.inflight = { messageId, responseId: null, lastSeq: -1, text: '', el, body, meta, route: null,
-        ttft: null, frame, warnings: [], stopping: false, tokens: 0 };
+        ttft: null, frame, warnings: [], stopping: false, tokens: 0, gaps: 0, dupes: 0 };
       this._busy(true);
       return this.inflight;
     }
@@ -911,6 +920,9 @@
       if (!fl || f.message_id !== fl.messageId) return;
       fl.responseId = f.response_id;
       fl.route = f;
+      fl.el.dataset.responseId = f.response_id;
+      fl.el.dataset.useCase = String(f.use_case);
+      fl.el.dataset.decision = String(f.decision);
       this._badge();
     }
 
@@ -925,7 +937,8 @@
       if (!this._owns(f)) return;
       const fl = this.inflight;
       const seq = Number(f.seq);
-      if (!(seq > fl.lastSeq)) return; // replayed or duplicated: already shown
+      if (!(seq > fl.lastSeq)) { fl.dupes++; return; } // replayed or duplicated: already shown
+      if (seq !== fl.lastSeq + 1) fl.gaps++;
       fl.lastSeq = Number(f.seq_last ?? f.seq);
       fl.tokens += fl.lastSeq - seq + 1;
       if (fl.ttft === null && f.stats && typeof f.stats.ttft_ms === 'number') fl.ttft = f.stats.ttft_ms;
@@ -968,6 +981,7 @@
     }
 
     _warn(fl, text, kind = 'warn') {
+      if (fl.warnings.includes(text)) return; // e.g. one warning per attached image: say it once
       fl.warnings.push(text);
       fl.el.insertBefore(h('p', { class: `rtc-warn rtc-warn-${kind}`, role: 'note', text }), fl.meta);
     }
@@ -1012,6 +1026,9 @@
       const typing = fl.body.querySelector('.rtc-typing');
       if (typing) typing.remove();
       const reason = done.finish_reason;
+      Object.assign(fl.el.dataset, { finish: interrupted ? 'interrupted' : reason, lastSeq: String(fl.lastSeq),
+        tokens: String(fl.tokens), gaps: String(fl.gaps), dupes: String(fl.dupes) });
+      if (typeof done.last_seq === 'number') fl.el.dataset.doneLastSeq = String(done.last_seq);
       const labels = { cancelled: 'Stopped', length: 'Cut off at the length limit', error: done.rejected ? 'Not answered' : 'Failed' };
       if (interrupted) labels.error = 'Interrupted';
       const badge = this._badgeEl(fl.route, fl.ttft, null, done.stats ? done : null, fl);
