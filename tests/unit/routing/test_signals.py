@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,22 @@ def test_extract_signals_is_total_and_deterministic(text: str, kinds: list[str])
     assert a == extract_signals(text, kinds, None, LEXICON)
     assert a.modalities <= {"text", "image", "audio", "file"}
     assert a.cues <= set(LEXICON.entries().values())
+
+
+def _reference_words(text: str) -> list[str]:
+    """The normalisation spelled out slowly; the fast path must agree with it."""
+    out = []
+    for word in re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower()):
+        word = word.split("'", 1)[0]
+        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]
+        out.append(word)
+    return out
+
+
+@given(st.text(alphabet="abcsS's' 0123+-=/x.\n", max_size=60))
+def test_fast_normalisation_matches_the_reference(text: str) -> None:
+    words = normalise_words(text)
+    if words and words[-1] == EXPR_TOKEN:
+        words = words[:-1]
+    assert words == _reference_words(text)
