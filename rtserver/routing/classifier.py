@@ -153,6 +153,10 @@ class IntentClassifier:
         for _ in range(rounds):
             self.classify("warm up the intent classifier")
 
+    def token_count(self, text: str) -> int:
+        """How many tokens (with [CLS]/[SEP], after truncation) the model sees for ``text``."""
+        return len(self._tokenizer.encode(text).ids)
+
     def probabilities(self, text: str) -> npt.NDArray[np.float32]:
         """The raw probability row for ``text``, in ``labels`` order."""
         (probs,) = self._session.run(self._output, encode(self._tokenizer, text))
