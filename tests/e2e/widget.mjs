@@ -419,36 +419,48 @@ const scenarios = {
     return { dropped_at_seq: at, last_seq: Number(d.lastSeq) };
   },
 
-  /** Restart the server on the same port: the widget reconnects, says it started fresh, goes on. */
+  /** Kill the server mid-answer and start a new one on the same port: the widget reconnects,
+   *  marks the cut answer, says it started a new conversation, and the conversation goes on. */
   async restart(browser) {
     const page = await newPage(browser);
     await waitOnline(page);
     await send(page, 'Hello! Say hi back in one short sentence.');
     const d1 = await waitDone(page);
     check('first answer before the restart', d1.text.trim().length > 0);
-    const token1 = await page.evaluate(() => JSON.parse(sessionStorage.getItem(Object.keys(sessionStorage).find((k) => k.startsWith('rtchat:v1:')))));
-    console.log(JSON.stringify({ event: 'restart' }));
+    const stored = () => page.evaluate(() => JSON.parse(sessionStorage.getItem(Object.keys(sessionStorage).find((k) => k.startsWith('rtchat:v1:')))));
+    const before = await stored();
+    await send(page, 'Write a long story about a lighthouse keeper and a storm, with many details.');
+    await page.waitForFunction(() => { const w = window.RtChat.instances[0]; return w.inflight && w.inflight.lastSeq >= 2; }, null, { timeout: WAIT });
     const states = [];
     const poll = setInterval(async () => {
       try { states.push(await page.evaluate(() => document.querySelector('.rtc-status').textContent)); } catch { /* closing */ }
-    }, 250);
+    }, 200);
+    console.log(JSON.stringify({ event: 'restart' }));
     await new Promise((resolve) => createInterface({ input: process.stdin }).once('line', resolve));
     log('server restarted');
     await waitOnline(page);
     clearInterval(poll);
-    log(`status while down: ${JSON.stringify([...new Set(states)])}`);
-    check('status showed the reconnect', states.some((s) => /Reconnecting/.test(s)), [...new Set(states)]);
+    const seen = [...new Set(states)];
+    log(`status while the server was down: ${JSON.stringify(seen)}`);
+    check('status showed the reconnect', seen.some((s) => /Reconnecting/.test(s)), seen);
+    const cut = await page.evaluate(() => {
+      const all = document.querySelectorAll('.rtc-msg-assistant');
+      const el = all[all.length - 1];
+      return { finish: el.dataset.finish, warnings: Array.from(el.querySelectorAll('.rtc-warn'), (w) => w.textContent), text: el.querySelector('.rtc-body').textContent };
+    });
+    check('the answer cut by the restart is marked, its text kept', cut.finish === 'interrupted' && cut.warnings.some((w) => /cut off/.test(w)) && cut.text.length > 0, cut);
     const notices = await page.locator(`${W} .rtc-notice`).allTextContents();
     check('widget said it started a new conversation', notices.some((n) => n.includes('Started a new conversation')), notices);
-    const token2 = await page.evaluate(() => JSON.parse(sessionStorage.getItem(Object.keys(sessionStorage).find((k) => k.startsWith('rtchat:v1:')))));
-    check('a new session is kept', token2.session_id && token2.session_id !== token1.session_id, [token1.session_id, token2.session_id]);
-    check('earlier messages stay on screen', (await page.locator(`${W} .rtc-msg-user`).count()) === 1);
+    const after = await stored();
+    check('the new session is kept', after.session_id && after.session_id !== before.session_id, [before.session_id, after.session_id]);
+    check('earlier messages stay on screen', (await page.locator(`${W} .rtc-msg-user`).count()) === 2);
+    check('composer usable again', await page.locator(`${W} .rtc-send`).isVisible());
     await send(page, 'Are you still there? Answer in one sentence.');
     const d2 = await waitDone(page);
     check('conversation goes on after the restart', d2.text.trim().length > 0 && ['stop', 'length'].includes(d2.finish), d2);
     check('fresh route on the new server', d2.decision === 'full', d2.decision);
     await shot(page, 'restart-desktop-light');
-    return { notices };
+    return { notices, statuses: seen };
   },
 
   /** Screenshots: desktop and phone, light and dark; the floating embed on a hostile page. */
