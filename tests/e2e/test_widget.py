@@ -117,8 +117,9 @@ def test_server_restart_on_the_same_port(node: str) -> None:
     second: Proc | None = None
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     cmd = [node, str(HERE / "widget.mjs"), "--base", first.http, "--scenario", "restart", "--out", str(ARTIFACTS)]
-    driver = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, cwd=ROOT)
+    driver = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+    )
     assert driver.stdin is not None and driver.stdout is not None
     lines: list[str] = []
     try:
