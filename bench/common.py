@@ -159,12 +159,14 @@ def gateway(
     worker_cores: Sequence[int] | None = None,
     timeout: float = 300.0,
     env: dict[str, str] | None = None,
+    launcher: Sequence[str] = ("-m", "rtserver"),
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """A real ``rtserver serve --port 0 FLAGS`` process; yields (process, port).
 
     ``cores`` pins the gateway, ``worker_cores`` its embedded worker child (if any).
+    ``launcher`` replaces ``-m rtserver`` (e.g. a script that monkeypatches, then runs the CLI).
     """
-    cmd = [sys.executable, "-m", "rtserver", "serve", "--port", "0", "--log-level", "warning", *flags]
+    cmd = [sys.executable, *launcher, "serve", "--port", "0", "--log-level", "warning", *flags]
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,

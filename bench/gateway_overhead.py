@@ -46,7 +46,7 @@ from bench.common import (
     write_results,
 )
 from loadtest.runner import LoadConfig, LoadRun
-from loadtest.scenario import Scenario, load_scenarios
+from loadtest.scenario import Scenario, ScenarioTurn, load_scenarios
 from rtserver.engines.base import ChatMessage, GenerateRequest, SamplingParams, TokenEvent
 
 SCENARIOS = ["coding", "small_talk", "creative", "homework"]  # text only: the synthetic model takes no images
@@ -140,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=100.0, help="synthetic tokens/s per stream")
     p.add_argument("--tokens", type=int, default=8, help="synthetic tokens per response")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument(
+        "--override",
+        action="store_true",
+        help="send context use_case=chat on every turn: routing never calls the classifier",
+    )
     args = p.parse_args(argv)
 
     from bench.common import raise_nofile
@@ -149,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     gw_core, worker_core, client_core = ([avail[0]], [avail[1 % len(avail)]], [avail[2 % len(avail)]])
     pin(0, client_core)
     scenarios = load_scenarios(SCENARIOS)
+    if args.override:
+        scenarios = [
+            Scenario(s.name, tuple(ScenarioTurn(t.text, t.attachments, {"use_case": "chat"}) for t in s.turns))
+            for s in scenarios
+        ]
     tmp = tempfile.mkdtemp(prefix="rt-bench-")
     address = f"unix:{os.path.join(tmp, 'worker.sock')}"
     worker = subprocess.Popen(
@@ -292,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("(TTFT in ms, bypass turns; medians over runs unless marked min)")
     path = write_results(
-        "gateway_overhead",
+        "gateway_overhead_override" if args.override else "gateway_overhead",
         {
             "params": {k: v for k, v in vars(args).items()},
             "cores": {"gateway": gw_core, "worker": worker_core, "client": client_core},

@@ -11,6 +11,9 @@ process pinned to another core (``os.sched_setaffinity``):
   (``--synthetic-rate 0``) in the default embedded worker *process* (worker IPC on a
   unix socket; the worker is pinned to the client's core).
 * ``gateway-inproc``: the same with ``--embedded-mode inproc`` (no worker IPC).
+* ``gateway-…+PATCH+…``: a gateway target with monkeypatches applied in the gateway
+  process (``PATCHES`` below): each measures the effect of one proposed change to
+  rtserver/ without editing it.
 
 The full gateway path is measured: routing (bypass after the first message), worker
 IPC, per-token stats, replay log, session writes, encoding, bounded outbox. The
@@ -59,6 +62,78 @@ def _encode(frame: dict[str, Any], encoding: str) -> str | bytes:
 
 def _decode(data: str | bytes) -> Any:
     return orjson.loads(data) if isinstance(data, str) else msgpack.unpackb(data, raw=False)
+
+
+# ------------------------------------------------------------------ proposed changes, as monkeypatches
+def _patch_nometrics() -> None:
+    """Upper bound of dropping the per-token Histogram.observe (token gap) from the hot path."""
+    from rtserver import metrics
+
+    init = metrics.Metrics.__init__
+
+    class _Noop:
+        def observe(self, _v: float) -> None:
+            return None
+
+    def patched(self: Any, *a: Any, **kw: Any) -> None:
+        init(self, *a, **kw)
+        self.token_gap_seconds = _Noop()
+
+    metrics.Metrics.__init__ = patched  # type: ignore[method-assign]
+
+
+def _patch_faststats() -> None:
+    """ResponseClock.stamp building a plain slotted object instead of a frozen dataclass."""
+    from rtserver.protocol import stats
+
+    class FastTokenStats:
+        __slots__ = ("elapsed_ms", "gap_ms", "queue_ms", "route_ms", "ttft_ms")
+
+        def __init__(self, ttft_ms: float, gap_ms: float, route_ms: float, queue_ms: float, elapsed_ms: float) -> None:
+            self.ttft_ms, self.gap_ms, self.route_ms, self.queue_ms, self.elapsed_ms = (
+                ttft_ms,
+                gap_ms,
+                route_ms,
+                queue_ms,
+                elapsed_ms,
+            )
+
+    stats.TokenStats = FastTokenStats  # type: ignore[misc,assignment]
+
+
+def _patch_textbytes() -> None:
+    """JSON frames sent as the bytes orjson produced (``ws.send(data, text=True)``), no str round trip."""
+    from websockets.exceptions import ConnectionClosed
+
+    from rtserver.server import connection
+
+    async def _write(self: Any) -> None:
+        ws, enc, outbox = self.ws, self.encoding, self.outbox
+        try:
+            while True:
+                frame = await outbox.get()
+                if frame.get("type") == "__close__":
+                    await ws.close(*self._close)
+                    return
+                if enc == "json":
+                    await ws.send(orjson.dumps(frame), text=True)
+                else:
+                    await ws.send(msgpack.packb(frame, use_bin_type=True))
+        except ConnectionClosed:
+            pass
+
+    connection.Connection._write = _write  # type: ignore[method-assign]
+
+
+PATCHES = {"nometrics": _patch_nometrics, "faststats": _patch_faststats, "textbytes": _patch_textbytes}
+
+
+def serve_patched(patches: list[str], argv: list[str]) -> int:
+    for name in patches:
+        PATCHES[name]()
+    from rtserver.cli import main as cli_main
+
+    return cli_main(argv)
 
 
 # ------------------------------------------------------------------ bare server
@@ -233,6 +308,9 @@ def measure(
             return dict(read_json_line(client, timeout))
         finally:
             stop(server)
+    base, *patches = target.split("+")
+    patches = ["nometrics", "faststats", "textbytes"] if patches == ["all"] else patches
+    launcher = ("bench/relay.py", "--role", "serve", "--patch", ",".join(patches)) if patches else ("-m", "rtserver")
     flags = [
         "--embedded-engine",
         "synthetic",
@@ -251,16 +329,19 @@ def measure(
         "--message-burst",
         "1000",
     ]
-    if target == "gateway-inproc":
+    if base == "gateway-inproc":
         flags += ["--embedded-mode", "inproc"]
-    with gateway(*flags, cores=server_core, worker_cores=client_core) as (_, port):
+    with gateway(*flags, cores=server_core, worker_cores=client_core, launcher=launcher) as (_, port):
         client = popen_python([*client_args, "--url", f"ws://127.0.0.1:{port}/ws"], client_core)
         return dict(read_json_line(client, timeout))
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["--role", "serve"]:  # bench/relay.py --role serve --patch a,b serve FLAGS…
+        return serve_patched([x for x in argv[3].split(",") if x], argv[4:])
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--role", choices=("main", "bare", "client"), default="main")
+    p.add_argument("--role", choices=("main", "bare", "client", "serve"), default="main")
     p.add_argument("--url", default="")
     p.add_argument("--encoding", nargs="+", default=["json", "msgpack"])
     p.add_argument("--targets", nargs="+", default=["bare", "gateway-process", "gateway-inproc"])
@@ -296,13 +377,16 @@ def main(argv: list[str] | None = None) -> int:
     rows, summary = [], {}
     for enc, targets in runs.items():
         bare_med = statistics.median(r["tokens_per_s"] for r in targets.get("bare", [{"tokens_per_s": 0}]))
+        bare_fmed = statistics.median(r["frames_per_s"] for r in targets.get("bare", [{"frames_per_s": 0}]))
         for target, results in targets.items():
             fr = min_median([r["frames_per_s"] for r in results])
             tk = min_median([r["tokens_per_s"] for r in results])
             ratio = tk["median"] / bare_med if bare_med else None
+            fratio = fr["median"] / bare_fmed if bare_fmed else None
             summary.setdefault(enc, {})[target] = {
                 "frames_per_s": fr,
                 "tokens_per_s": tk,
+                "ratio_to_bare_frames": fratio,
                 "ratio_to_bare_tokens": ratio,
                 "runs": results,
             }
@@ -314,12 +398,22 @@ def main(argv: list[str] | None = None) -> int:
                     fr["median"],
                     tk["min"],
                     tk["median"],
+                    None if fratio is None else f"{fratio:.0%}",
                     None if ratio is None else f"{ratio:.0%}",
                 ]
             )
     print(
         table(
-            ["encoding", "target", "frames/s min", "frames/s median", "tokens/s min", "tokens/s median", "vs bare"],
+            [
+                "encoding",
+                "target",
+                "frames/s min",
+                "frames/s median",
+                "tokens/s min",
+                "tokens/s median",
+                "frames vs bare",
+                "tokens vs bare",
+            ],
             rows,
         )
     )
