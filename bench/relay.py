@@ -350,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup-s", type=float, default=1.0)
     p.add_argument("--window-s", type=float, default=4.0)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--out", default="relay", help="results file name under bench/results/")
     args = p.parse_args(argv)
     if args.role == "bare":
         run_uvloop(bare_server(args.tokens))
@@ -418,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     path = write_results(
-        "relay",
+        args.out,
         {
             "params": {
                 "conns": args.conns,
