@@ -696,6 +696,11 @@
       const atts = this.attachments;
       await Promise.all(atts.map((a) => a.ready));
       const ok = atts.filter((a) => a.data !== null);
+      const frameBytes = text.length * 3 + ok.reduce((n, a) => n + a.data.length + 64, 256);
+      if (this.limits.max_frame_bytes && frameBytes > this.limits.max_frame_bytes) {
+        this.notice(`These images are too large to send together (${fmtBytes(frameBytes)}; the limit is ${fmtBytes(this.limits.max_frame_bytes)}). Remove one.`, 'warn');
+        return;
+      }
       this.attachments = [];
       this._renderAttachments();
       this.input.value = '';
@@ -826,10 +831,13 @@
         this._interrupt('Not connected.');
         return;
       }
-      if (code === 4010) {
+      if (code === 4010) { // resumed elsewhere, which rotated the token: this tab cannot have it back
+        this.session = null;
+        this._persist();
         this._setState('paused', 'Open in another tab');
         this.lazy = true;
-        this.notice('This conversation was continued in another tab or window. Type here to take it back.');
+        this._interrupt('The conversation moved to another tab.');
+        this.notice('This conversation continued in another tab or window. Type here to start a new one in this tab.');
         return;
       }
       if (code === 4003 && !this.inflight) {
@@ -959,7 +967,9 @@
       const msg = String(f.message || code);
       if (this.resumeAttempt && RESUME_ERRORS.has(code)) { this.resumeError = code; return; }
       const fl = this.inflight;
-      const mine = fl && ((f.ref && f.ref === fl.messageId) || (f.response_id && f.response_id === fl.responseId));
+      // a rate-limit rejection names no message: it can only be the one waiting for its route
+      const limited = code === 'rate_limited' && !f.ref && fl && !fl.responseId && !this.queued;
+      const mine = fl && (limited || (f.ref && f.ref === fl.messageId) || (f.response_id && f.response_id === fl.responseId));
       if (code === 'nothing_to_cancel') return;
       if (code === 'recovery_impossible') {
         if (fl) this._interrupt('Part of this answer was lost in the reconnect; send the message again.');

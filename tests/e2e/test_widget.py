@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import require
-from tests.procs import Proc, start_gateway, stop
+from tests.procs import Proc, gateway, start_gateway, stop
 
 pytestmark = [pytest.mark.browser, pytest.mark.model]
 
@@ -142,3 +142,21 @@ def test_server_restart_on_the_same_port(node: str) -> None:
     report = _report(out)
     assert second is not None, f"the driver never asked for the restart:\n{out[-4000:]}"
     assert driver.returncode == 0 and report["ok"], f"restart failed:\n{out[-6000:]}"
+
+
+def test_second_tab_takes_the_conversation_without_a_tug_of_war(node: str, server: Proc) -> None:
+    run_scenario(node, server, "takeover")
+
+
+def test_refused_origin_is_shown_and_not_retried(node: str) -> None:
+    args = (
+        "--embedded-engine",
+        "synthetic",
+        "--model-id",
+        "synthetic",
+        "--allowed-origins",
+        "https://elsewhere.example",
+    )
+    with gateway(*args) as p:
+        report = run_scenario(node, p, "refused")
+    assert "Not allowed" in report["result"]["status"]

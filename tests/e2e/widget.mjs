@@ -463,6 +463,54 @@ const scenarios = {
     return { notices, statuses: seen };
   },
 
+  /** The same conversation resumed in a second tab (a duplicated tab): the first pauses, no tug of war; typing there starts a new one. */
+  async takeover(browser) {
+    const a = await newPage(browser);
+    await waitOnline(a);
+    const sidA = await a.evaluate(() => window.RtChat.instances[0].session.id);
+    const storage = await a.evaluate(() => JSON.stringify(Object.fromEntries(Object.entries(sessionStorage))));
+    const context = await browser.newContext({ viewport: DESKTOP });
+    await context.addInitScript((s) => {
+      if (!sessionStorage.getItem('__copied')) {
+        for (const [k, v] of Object.entries(JSON.parse(s))) sessionStorage.setItem(k, v);
+        sessionStorage.setItem('__copied', '1');
+      }
+    }, storage);
+    const b = await context.newPage();
+    b.on('pageerror', (e) => pageErrors.push(e.message));
+    await b.goto(`${BASE}/?rtchat-test=1`);
+    await waitOnline(b);
+    const ids = [sidA, await b.evaluate(() => window.RtChat.instances[0].session.id)];
+    check('second tab resumed the same session', ids[0] === ids[1], ids);
+    await a.waitForFunction(() => document.querySelector('.rtc-status').dataset.state === 'paused', null, { timeout: 10000 });
+    const note = await a.locator(`${W} .rtc-notice`).allTextContents();
+    check('first tab says the conversation moved to another tab', note.some((n) => n.includes('another tab')), note);
+    await b.waitForTimeout(2500); // would the first tab grab it back by itself?
+    check('no tug of war: the second tab stays connected', (await b.evaluate(() => document.querySelector('.rtc-status').dataset.state)) === 'online');
+    check('first tab stays paused until used', (await a.evaluate(() => document.querySelector('.rtc-status').dataset.state)) === 'paused');
+    await send(a, 'Back in the first tab: say hello.');
+    const d = await waitDone(a);
+    const sid = await a.evaluate(() => window.RtChat.instances[0].session.id);
+    check('typing in the first tab starts a new conversation there, and it answers', d.text.trim().length > 0 && sid !== ids[0] && d.decision === 'full', { sid, d });
+    check('the second tab keeps its conversation', (await b.evaluate(() => [document.querySelector('.rtc-status').dataset.state, window.RtChat.instances[0].session.id])).join() === `online,${ids[1]}`);
+    await context.close();
+    return {};
+  },
+
+  /** A server that refuses this page's Origin: the widget says so and does not hammer it with retries. */
+  async refused(browser) {
+    const page = await newPage(browser);
+    await page.waitForFunction(() => document.querySelector('.rtc-status').dataset.state === 'offline', null, { timeout: 20000 });
+    const status = await page.locator(`${W} .rtc-status`).textContent();
+    check('status says not allowed', status.includes('Not allowed'), status);
+    const notices = await page.locator(`${W} .rtc-notice`).allTextContents();
+    check('a plain note says the server refused', notices.some((n) => n.includes('refused')), notices);
+    await page.waitForTimeout(2000);
+    check('no retry after a refusal', (await page.evaluate(() => document.querySelector('.rtc-status').dataset.state)) === 'offline'
+      && (await page.evaluate(() => window.RtChat.instances[0].ws)) === null);
+    return { status };
+  },
+
   /** Screenshots: desktop and phone, light and dark; the floating embed on a hostile page. */
   async screens(browser) {
     const page = await newPage(browser, { path: '/' });
