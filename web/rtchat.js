@@ -422,7 +422,10 @@
       this._build();
       for (const m of Array.isArray(stored.log) ? stored.log : []) this._restore(m);
       this.transcript = Array.isArray(stored.log) ? stored.log.slice(-KEPT_MESSAGES) : [];
+      if (this.session && stored.inflight && typeof stored.inflight.responseId === 'string') this._restoreInflight(stored.inflight);
       this._onOnline = () => this._wake(true);
+      this._onPageHide = () => this._persist();
+      window.addEventListener('pagehide', this._onPageHide);
       this._onVisible = () => document.visibilityState === 'visible' && this._wake(false);
       window.addEventListener('online', this._onOnline);
       document.addEventListener('visibilitychange', this._onVisible);
@@ -584,6 +587,16 @@
       if (m.role !== 'user' && m.meta) el.append(h('div', { class: 'rtc-meta' }, h('span', { class: 'rtc-badge', text: m.meta })));
     }
 
+    /** An answer was streaming when the page was left: show what we had; the resume replays the rest. */
+    _restoreInflight(s) {
+      const fl = this._begin(s.messageId, null);
+      Object.assign(fl, { responseId: s.responseId, lastSeq: Number(s.lastSeq) || -1, text: String(s.text || ''),
+        route: s.route || null, ttft: typeof s.ttft === 'number' ? s.ttft : null, tokens: Number(s.tokens) || 0 });
+      fl.el.dataset.responseId = fl.responseId;
+      if (fl.text) fl.body.replaceChildren(renderMarkdown(fl.text));
+      this._badge();
+    }
+
     _remember(role, text, meta) {
       this.transcript.push(meta ? { role, text, meta } : { role, text });
       this.transcript = this.transcript.slice(-KEPT_MESSAGES);
@@ -593,6 +606,13 @@
     _persist() {
       const v = { log: this.transcript };
       if (this.session) { v.session_id = this.session.id; v.resume_token = this.session.token; }
+      const fl = this.inflight;
+      if (fl && fl.responseId && this.session) {
+        v.inflight = { messageId: fl.messageId, responseId: fl.responseId, lastSeq: fl.lastSeq, text: fl.text,
+          route: fl.route, ttft: fl.ttft, tokens: fl.tokens };
+      }
+      window.clearTimeout(this.saveTimer);
+      this.saveTimer = null;
       writeStore(this.opts.storageKey, v);
     }
 
@@ -932,6 +952,7 @@
       fl.el.dataset.useCase = String(f.use_case);
       fl.el.dataset.decision = String(f.decision);
       this._badge();
+      this._persist();
     }
 
     _owns(f) {
@@ -955,6 +976,7 @@
       fl.body.replaceChildren(renderMarkdown(fl.text));
       if (stick) this.log.scrollTop = this.log.scrollHeight;
       if (fl.tokens === 1 || fl.tokens % 8 === 0) this._badge(f.stats);
+      if (!this.saveTimer) this.saveTimer = window.setTimeout(() => this._persist(), 300); // text and lastSeq together
     }
 
     _onDone(f) {
@@ -1046,7 +1068,9 @@
       if (labels[reason]) fl.meta.prepend(h('span', { class: `rtc-finish rtc-finish-${interrupted ? 'interrupted' : reason}`, text: labels[reason] }));
       if (!fl.text && !fl.warnings.length && reason !== 'error') fl.body.append(h('p', { class: 'rtc-md-p rtc-muted', text: reason === 'cancelled' ? '(stopped before any text)' : '(no text)' }));
       this._busy(false);
-      if (fl.text) this._remember('assistant', fl.text, badge.textContent);
+      const meta = Array.from(badge.children).filter((c) => !c.classList.contains('rtc-b-sep')).map((c) => c.textContent).join(' · ');
+      if (fl.text) this._remember('assistant', fl.text, meta);
+      else this._persist();
       const said = fl.text ? `Assistant: ${fl.text}` : '';
       const tail = reason === 'cancelled' ? ' Response stopped.' : reason === 'error' ? ` ${fl.warnings.join(' ') || 'The answer failed.'}` : '';
       this.announce((said + tail).trim() || 'No answer.');
@@ -1084,6 +1108,8 @@
       window.clearTimeout(this.timer);
       this._abandon();
       window.removeEventListener('online', this._onOnline);
+      window.removeEventListener('pagehide', this._onPageHide);
+      window.clearTimeout(this.saveTimer);
       document.removeEventListener('visibilitychange', this._onVisible);
       this.root.remove();
       const i = instances.indexOf(this);

@@ -416,6 +416,20 @@ const scenarios = {
     await send(page, 'Give it a one-word title.');
     const d2 = await waitDone(page);
     check('next message continues the conversation (bypass, same session)', d2.decision === 'bypass' && d2.text.trim().length > 0, d2);
+
+    // reload the page mid-answer: the transcript comes back and the answer goes on
+    await send(page, 'Now tell me a second, different story about the same robot.');
+    await page.waitForFunction(() => { const w = window.RtChat.instances[0]; return w.inflight && w.inflight.lastSeq >= 3; }, null, { timeout: WAIT });
+    const partial = await page.evaluate(() => window.RtChat.instances[0].inflight.text);
+    await page.reload();
+    await page.waitForFunction(() => window.RtChat && window.RtChat.instances.length > 0);
+    const restored = await page.evaluate(() => ({ msgs: document.querySelectorAll('.rtc-msg').length, text: (window.RtChat.instances[0].inflight || {}).text }));
+    log(`after reload: ${JSON.stringify(restored)}`);
+    check('reload keeps the transcript on screen', restored.msgs === 6, restored);
+    const d3 = await waitDone(page);
+    check('the answer streaming at the reload goes on and ends', ['stop', 'length'].includes(d3.finish) && d3.text.startsWith(partial.trim().slice(0, 10)), { partial, d3 });
+    check('no gap, nothing doubled across the reload', d3.gaps === '0' && d3.lastSeq === d3.doneLastSeq && Number(d3.tokens) === Number(d3.lastSeq) + 1, d3);
+    check('same session after the reload', (await page.evaluate(() => window.RtChat.instances[0].session.id)) === sid);
     return { dropped_at_seq: at, last_seq: Number(d.lastSeq) };
   },
 
