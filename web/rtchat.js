@@ -707,14 +707,15 @@
     // ---------------------------------------------------------------- sending
     async submit() {
       const text = this.input.value;
-      if (this.inflight || this.queued) return;
+      if (this.inflight || this.queued || this.submitting) return;
       if (!text.trim() && !this.attachments.length) return;
       if (text.length > this.limits.max_text_chars) {
         this.notice(`That message is ${text.length} characters; the limit is ${this.limits.max_text_chars}.`, 'warn');
         return;
       }
       const atts = this.attachments;
-      await Promise.all(atts.map((a) => a.ready));
+      this.submitting = true; // reading the images takes a moment: a second Enter must not send twice
+      try { await Promise.all(atts.map((a) => a.ready)); } finally { this.submitting = false; }
       const ok = atts.filter((a) => a.data !== null);
       const frameBytes = text.length * 3 + ok.reduce((n, a) => n + a.data.length + 64, 256);
       if (this.limits.max_frame_bytes && frameBytes > this.limits.max_frame_bytes) {
@@ -927,7 +928,7 @@
         if (!first) this.notice('Reconnected; the conversation goes on.');
         const fl = this.inflight;
         if (fl && !fl.responseId && !this.queued) this._interrupt('The connection dropped before the answer started; send the message again.');
-      } else if (tried) {
+      } else if (tried && this.log.querySelector('.rtc-msg')) { // nothing on screen: nothing to explain
         const why = this.resumeError === 'session_expired' ? 'the conversation expired'
           : this.resumeError === 'unauthorized' ? 'the conversation could not be verified'
             : 'the server no longer knows this conversation (it may have restarted)';
