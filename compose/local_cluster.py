@@ -205,7 +205,10 @@ class LocalCluster:
 
     def _start_gateway(self, i: int) -> None:
         args = [self.python, "-m", "rtserver", "serve", "--host", "127.0.0.1", "--port", "0",
-                "--redis", self.redis_url, "--model-id", self.model_id]
+                "--redis", self.redis_url, "--model-id", self.model_id,
+                # as in docker-compose.yml: behind nginx every socket comes from one address,
+                # and nginx enforces the per-client limit
+                "--max-connections-per-ip", "100000"]
         for address in self.worker_addresses:
             args += ["--worker", address]
         args += list(self.gateway_args)
