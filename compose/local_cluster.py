@@ -51,9 +51,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def render_nginx_conf(template: str, upstreams: Sequence[str], listen: str, workdir: Path) -> str:
+def render_nginx_conf(template: str, upstreams: Sequence[str], listen: str, workdir: Path,
+                      sockets_per_client: int | None = None) -> str:
     """compose/nginx.conf for local processes: ``upstreams`` (HOST:PORT) replace the
-    gateway servers, ``listen`` replaces the port, logs and temp files go in ``workdir``."""
+    gateway servers, ``listen`` replaces the port, logs and temp files go in ``workdir``;
+    ``sockets_per_client`` replaces the per-address socket limit (local clients share 127.0.0.1)."""
     servers = list(_UPSTREAM_SERVER.finditer(template))
     if not servers:
         raise ValueError("nginx template has no upstream server lines")
@@ -65,6 +67,8 @@ def render_nginx_conf(template: str, upstreams: Sequence[str], listen: str, work
         raise ValueError("nginx template must have exactly one listen directive")
     text = re.sub(r"^error_log\s+\S+", f"error_log {workdir / 'error.log'}", text, flags=re.MULTILINE)
     text = re.sub(r"access_log\s+/dev/stdout", f"access_log {workdir / 'access.log'}", text)
+    if sockets_per_client is not None:
+        text = re.sub(r"limit_conn ws_per_ip \d+;", f"limit_conn ws_per_ip {sockets_per_client};", text)
     temp = "".join(f"    {name}_temp_path {workdir / 'tmp' / name};\n" for name in _TEMP_DIRS)
     return text.replace("http {\n", "http {\n" + temp, 1)
 
@@ -94,6 +98,7 @@ class LocalCluster:
     synthetic_rate: float = 100.0
     synthetic_tokens: int = 32
     gateway_args: Sequence[str] = ()
+    sockets_per_client: int = 10_000  # nginx's per-address limit; every local client is 127.0.0.1
     start_timeout_s: float = 60.0
     python: str = sys.executable
     redis_url: str = ""
@@ -227,7 +232,7 @@ class LocalCluster:
         conf = conf_dir / "nginx.conf"
         conf.write_text(render_nginx_conf(NGINX_TEMPLATE.read_text(),
                                           [f"127.0.0.1:{p}" for p in self.gateway_ports],
-                                          f"127.0.0.1:{self.lb_port}", conf_dir))
+                                          f"127.0.0.1:{self.lb_port}", conf_dir, self.sockets_per_client))
         proc = self._spawn("nginx", [binary, "-p", str(conf_dir), "-e", str(conf_dir / "error.log"),
                                      "-c", str(conf), "-g", f"daemon off; pid {conf_dir / 'nginx.pid'};"])
         deadline = time.monotonic() + self.start_timeout_s

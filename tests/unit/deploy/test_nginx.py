@@ -51,6 +51,9 @@ def test_render_points_the_upstream_at_local_ports(tmp_path: Path) -> None:
     assert re.findall(r"server\s+(\S+:\d+)", text) == ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]
     assert "gateway-1" not in text and "listen 127.0.0.1:9999;" in text
     assert f"access_log {tmp_path / 'access.log'}" in text
+    assert "limit_conn ws_per_ip 64;" in text
+    relaxed = lc.render_nginx_conf(CONF, ["127.0.0.1:9001"], "127.0.0.1:9999", tmp_path, sockets_per_client=5000)
+    assert "limit_conn ws_per_ip 5000;" in relaxed
 
 
 def test_nginx_accepts_the_config(tmp_path: Path) -> None:
