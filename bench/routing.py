@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python bench/routing.py [--out bench/results/routing.json] [--repeat 3]
+    python bench/routing.py [--out bench/results/routing.json] [--repeat 5]
 
 Prints a table and writes the numbers as JSON. What is measured:
 
@@ -83,27 +83,42 @@ def load_conversations() -> dict[str, list[dict[str, object]]]:
     }
 
 
-def bench_classifier(clf: IntentClassifier, texts: Sequence[str], repeat: int) -> list[float]:
+def bench_classifier(clf: IntentClassifier, texts: Sequence[str], repeat: int) -> list[list[float]]:
+    """``repeat`` passes over ``texts``: one list of milliseconds per pass."""
     for text in texts[:20]:
         clf.classify(text)
-    samples: list[float] = []
+    passes: list[list[float]] = []
     for _ in range(repeat):
+        samples = []
         for text in texts:
             start = time.perf_counter()
             clf.classify(text)
             samples.append((time.perf_counter() - start) * 1000.0)
-    return samples
+        passes.append(samples)
+    return passes
 
 
-async def bench_route_first(router: Router, texts: Sequence[str], repeat: int) -> list[float]:
+async def bench_route_first(router: Router, texts: Sequence[str], repeat: int) -> list[list[float]]:
+    """Like ``bench_classifier`` for ``Router.route`` on first messages."""
     for text in texts[:20]:
         await router.route(None, text, [], None)
-    samples: list[float] = []
+    passes: list[list[float]] = []
     for _ in range(repeat):
-        for text in texts:
-            decision = await router.route(None, text, [], None)
-            samples.append(decision.route_ms)
-    return samples
+        passes.append([(await router.route(None, text, [], None)).route_ms for text in texts])
+    return passes
+
+
+def stats(passes: list[list[float]], qs: Sequence[int]) -> dict[str, float]:
+    """Percentiles of every sample, and (``best_*``) of each text's fastest pass.
+
+    On a shared machine the raw numbers include time stolen by other processes;
+    the best-of-passes numbers estimate what the code costs on a quiet core.
+    """
+    flat = [x for p in passes for x in p]
+    best = [min(col) for col in zip(*passes, strict=True)]
+    out = {f"p{q}": pct(flat, q) for q in qs}
+    out.update({f"best_p{q}": pct(best, q) for q in qs})
+    return out
 
 
 async def replay(
@@ -224,8 +239,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             "val_tokens_p50": pct(tokens, 50),
             "val_tokens_p90": pct(tokens, 90),
         },
-        "classifier_ms": {"p50": pct(classify_ms, 50), "p90": pct(classify_ms, 90), "p99": pct(classify_ms, 99)},
-        "route_first_ms": {"p50": pct(route_ms, 50), "p99": pct(route_ms, 99)},
+        "passes": args.repeat,
+        "classifier_ms": stats(classify_ms, (50, 90, 99)),
+        "route_first_ms": stats(route_ms, (50, 90, 99)),
         "bypass_decision_us": {"p50": pct(bypass_us, 50), "p99": pct(bypass_us, 99), "samples": len(bypass_us)},
         "val_macro_accuracy": macro,
         "val_per_class_accuracy": per_class,
@@ -253,6 +269,7 @@ def table(r: dict[str, object]) -> str:
     def ok(value: float, target: float, higher: bool = False) -> str:
         return "yes" if (value >= target if higher else value <= target) else "NO"
 
+    best = f"best of {r['passes']}"
     rows = [
         (
             "classifier p50 / p90 / p99 (1 thread)",
@@ -260,8 +277,24 @@ def table(r: dict[str, object]) -> str:
             "~1 ms p50",
             "",
         ),
-        ("full route p50 (first message)", f"{f['p50']:.2f} ms", "<= 1.5 ms", ok(f["p50"], 1.5)),
-        ("full route p99 (first message)", f"{f['p99']:.2f} ms", "<= 5 ms", ok(f["p99"], 5.0)),
+        (
+            f"  same, {best} passes per text",
+            f"{c['best_p50']:.2f} / {c['best_p90']:.2f} / {c['best_p99']:.2f} ms",
+            "",
+            "",
+        ),
+        (
+            "full route p50 / p99 (first message)",
+            f"{f['p50']:.2f} / {f['p99']:.2f} ms",
+            "1.5 / 5 ms",
+            ok(f["p50"], 1.5) + " / " + ok(f["p99"], 5.0),
+        ),
+        (
+            f"  same, {best} passes per text",
+            f"{f['best_p50']:.2f} / {f['best_p99']:.2f} ms",
+            "1.5 / 5 ms",
+            ok(f["best_p50"], 1.5) + " / " + ok(f["best_p99"], 5.0),
+        ),
         ("bypass decision p50 / p99", f"{b['p50']:.1f} / {b['p99']:.1f} us", "p99 <= 20 us", ok(b["p99"], 20.0)),
         ("validation macro accuracy", f"{acc:.4f}", ">= 0.93", ok(acc, 0.93, higher=True)),
         (
@@ -281,7 +314,7 @@ def table(r: dict[str, object]) -> str:
     w1 = max(len(x[1]) for x in rows)
     lines = [
         f"command: {r['command']}",
-        f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, loadavg {m['loadavg_at_start']}",
+        f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, load average at start {m['loadavg_at_start']}",
         f"date:    {r['date']}",
         "",
         f"{'metric':<{w0}}  {'value':<{w1}}  target          met",
@@ -294,7 +327,7 @@ def table(r: dict[str, object]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "routing.json")
-    p.add_argument("--repeat", type=int, default=3, help="passes over the validation texts")
+    p.add_argument("--repeat", type=int, default=5, help="passes over the validation texts")
     args = p.parse_args(argv)
     result = asyncio.run(run(args))
     text = table(result)

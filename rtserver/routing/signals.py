@@ -63,7 +63,7 @@ def normalise_words(text: str) -> list[str]:
         w if (len(w) <= 3 or w[-1] != "s" or w[-2] == "s") and "'" not in w else _fold(w)
         for w in _WORD.findall(lowered)
     ]
-    if _has_operator(lowered) and _EXPR.search(lowered) is not None and _EXPR.search(_DATE.sub(" ", lowered)):
+    if _has_operator(lowered) and _EXPR.search(_DATE.sub(" ", lowered)) is not None:
         words.append(EXPR_TOKEN)
     return words
 
