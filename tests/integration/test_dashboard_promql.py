@@ -125,16 +125,27 @@ async def test_every_dashboard_expression_returns_data(gateway: Gateway, prometh
         return list(reply["data"]["result"])
 
     await _until("gateway scraped", lambda: query('up{job="rtserver-gateway"} == 1'))
-    sent = await _load(f"ws://127.0.0.1:{gateway.port}/ws")
 
-    def all_counted() -> bool:
+    def counted(n: int) -> bool:
         result = query("sum(rtserver_messages_total)")
-        return bool(result) and float(result[0]["value"][1]) >= sent
+        return bool(result) and float(result[0]["value"][1]) >= n
 
-    await _until("messages counted by Prometheus", all_counted)
+    # Twice: a series is born with its first value, and rate() only sees increases after that.
+    sent = 0
+    for _ in range(2):
+        sent += await _load(f"ws://127.0.0.1:{gateway.port}/ws")
+        await _until("messages counted by Prometheus", lambda n=sent: counted(n))  # type: ignore[misc]
     dashboard = json.loads(DASHBOARD_JSON.read_text())
+    results: dict[str, list[Any]] = {}
     for title, expr in dashboard_expressions(dashboard):
-        await _until(f"panel {title!r}: {expr}", lambda e=expr: query(e))  # type: ignore[misc]
+        data = await _until(f"panel {title!r}: {expr}", lambda e=expr: query(e))  # type: ignore[misc]
+        results[title] = results.get(title, []) + data
+    # the panels say what happened: some messages bypassed routing, some did not; sessions were created
+    bypass_rate = float(results["Bypass rate"][0]["value"][1])
+    assert 0.0 < bypass_rate < 1.0
+    decisions = {r["metric"]["decision"] for r in results["Routing decisions"]}
+    assert decisions == {"full", "bypass", "reroute"}
+    assert any(r["metric"].get("result") == "ok" for r in results["Resumes"])
 
 
 async def test_every_alert_rule_evaluates(gateway: Gateway, prometheus: str) -> None:
