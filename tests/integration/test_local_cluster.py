@@ -174,3 +174,45 @@ def test_cluster_logs_stay_in_its_workdir(cluster: Any) -> None:
     logs = {p.name for p in Path(cluster.workdir).iterdir()}
     assert {"redis.log", "worker0.log", "worker1.log", "gateway0.log", "gateway1.log", "nginx"} <= logs
     assert (Path(cluster.workdir) / "nginx" / "access.log").stat().st_size > 0
+
+
+def test_up_prints_the_lb_url_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    """`python compose/local_cluster.py up` as an operator runs it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    require("redis-server")
+    require("nginx")
+    script = Path(__file__).resolve().parents[2] / "compose" / "local_cluster.py"
+    proc = subprocess.Popen([sys.executable, str(script), "up", "--workdir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "ready on" in line:
+                break
+        match = re.search(r"ready on (http://127\.0\.0\.1:\d+/)", "".join(lines))
+        assert match, "".join(lines)
+        health = urllib.request.urlopen(match.group(1) + "healthz", timeout=5).read()
+        assert b"ok" in health
+        children = [int(p) for p in subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)],
+                                                   capture_output=True, text=True).stdout.split()]
+        assert len(children) == 6  # redis, 2 workers, 2 gateways, nginx
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        deadline = time.monotonic() + 10
+        alive = children
+        while alive and time.monotonic() < deadline:
+            alive = [pid for pid in alive if os.path.exists(f"/proc/{pid}") and
+                     "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]]
+            time.sleep(0.1)
+        assert not alive, f"still running after Ctrl-C: {alive}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
