@@ -533,7 +533,7 @@ const scenarios = {
     await waitDone(page);
     await send(page, 'What does **bypass** mean for the second message?');
     await waitDone(page);
-    await page.evaluate(() => { const l = document.querySelector('.rtc-log'); l.scrollTop = 0; });
+    await page.evaluate(() => { const l = document.querySelector('.rtc-log'); l.scrollTop = l.scrollHeight; });
     await shot(page, 'desktop-light');
     await page.emulateMedia({ colorScheme: 'dark' });
     await shot(page, 'desktop-dark');
