@@ -403,6 +403,8 @@
       };
       this.host = host;
       this.id = `rtc${++uid}`;
+      // phones have no Shift+Enter: there Enter adds a line and the send button sends
+      this.touch = !!(window.matchMedia && window.matchMedia('(pointer: coarse)').matches);
       this.ws = null;
       this.state = 'connecting';
       this.attempt = 0;
@@ -456,7 +458,7 @@
       this.attachBtn = h('button', { type: 'button', class: 'rtc-btn rtc-attach', 'aria-label': 'Attach image',
         title: 'Attach image (or drop / paste one)', onclick: () => this.fileInput.click() }, icon(...ICONS.clip));
       this.input = h('textarea', { class: 'rtc-input', id: `${id}-input`, rows: '1', placeholder: o.placeholder,
-        'aria-describedby': `${id}-hint`, enterkeyhint: 'send' });
+        'aria-describedby': `${id}-hint`, enterkeyhint: this.touch ? 'enter' : 'send' });
       this.sendBtn = h('button', { type: 'submit', class: 'rtc-btn rtc-send', 'aria-label': 'Send message', title: 'Send (Enter)' },
         icon(...ICONS.send));
       this.stopBtn = h('button', { type: 'button', class: 'rtc-btn rtc-stop', 'aria-label': 'Stop response',
@@ -468,7 +470,8 @@
           this.attachBtn, this.fileInput,
           h('label', { class: 'rtc-sr', for: `${id}-input`, text: 'Message' }),
           this.input, this.stopBtn, this.sendBtn),
-        h('p', { class: 'rtc-hint', id: `${id}-hint`, text: 'Enter to send · Shift+Enter for a new line' }));
+        h('p', { class: 'rtc-hint', id: `${id}-hint`,
+          text: this.touch ? 'The send button sends · Enter adds a line' : 'Enter to send · Shift+Enter for a new line' }));
       this.drop = h('div', { class: 'rtc-drop', hidden: true, 'aria-hidden': 'true' }, h('span', { text: 'Drop an image to attach it' }));
       this.panel = h('section', { class: 'rtc-panel', id: `${id}-panel`, 'aria-labelledby': `${id}-title` },
         header, this.log, this.live, this.form, this.drop);
@@ -509,7 +512,8 @@
     }
 
     _onKey(e) {
-      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && !e.altKey && !e.ctrlKey && !e.metaKey) {
+      if (e.key === 'Enter' && !e.isComposing && ((!this.touch && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey)
+          || e.ctrlKey || e.metaKey)) {
         e.preventDefault();
         this.submit();
       } else if (e.key === 'Escape' && this.inflight) {

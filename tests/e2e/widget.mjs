@@ -59,7 +59,8 @@ async function waitOnline(page, timeout = WAIT) {
 
 async function send(page, text) {
   await page.locator(`${W} .rtc-input`).fill(text);
-  await page.locator(`${W} .rtc-input`).press('Enter');
+  if (await page.evaluate(() => window.RtChat.instances[0].touch)) await page.locator(`${W} .rtc-send`).tap();
+  else await page.locator(`${W} .rtc-input`).press('Enter');
 }
 
 /** Wait for the last assistant message to finish; returns its dataset and text. */
@@ -569,6 +570,12 @@ const scenarios = {
       if (vp === PHONE) {
         const box = await fp.locator('.rtc-panel').boundingBox();
         check('phone: panel fills the screen', Math.round(box.width) === PHONE.width && Math.round(box.height) === PHONE.height, box);
+      }
+      if (vp === PHONE) {
+        await fp.locator('.rtc-input').fill('Line one');
+        await fp.locator('.rtc-input').press('Enter');
+        check('phone: Enter adds a line (no Shift key on a phone keyboard)', (await fp.locator('.rtc-input').inputValue()) === 'Line one\n'
+          && (await fp.locator('.rtc-msg-user').count()) === 0);
       }
       await send(fp, 'Say hello in five words.');
       await waitDone(fp);
