@@ -400,6 +400,7 @@
         client: options.client || `rtchat.js/${VERSION}`,
         storageKey: STORE_PREFIX + (options.storageKey || options.url || defaultUrl()),
         context: options.context || null,
+        auth: options.auth || null,
       };
       this.host = host;
       this.id = `rtc${++uid}`;
@@ -811,8 +812,17 @@
         return;
       }
       this.ws = ws;
-      ws.onopen = () => {
+      ws.onopen = async () => {
         const hello = { type: 'hello', client: this.opts.client };
+        const auth = this.opts.auth;
+        if (auth) {
+          try {
+            hello.auth = String(typeof auth === 'function' ? await auth() : auth); // a fresh token per socket
+          } catch (err) {
+            this.notice(`Could not get a sign-in token: ${err && err.message ? err.message : err}`, 'error');
+          }
+          if (ws !== this.ws || ws.readyState !== WebSocket.OPEN) return;
+        }
         this.resumeAttempt = !!this.session;
         this.resumeError = null;
         if (this.session) {
