@@ -375,6 +375,7 @@ const scenarios = {
     await page.keyboard.press('Tab');
     const ring = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle + ' ' + getComputedStyle(document.activeElement).outlineWidth);
     check('visible focus ring on keyboard focus', ring.startsWith('solid') && !ring.endsWith(' 0px'), { ring, outline });
+    await shot(page, 'keyboard-focus-desktop-light');
     await page.locator(`${W} .rtc-input`).focus();
     await page.keyboard.type('First line');
     await page.keyboard.press('Shift+Enter');
