@@ -447,6 +447,12 @@ const scenarios = {
     const before = await stored();
     await send(page, 'Write a long story about a lighthouse keeper and a storm, with many details.');
     await page.waitForFunction(() => { const w = window.RtChat.instances[0]; return w.inflight && w.inflight.lastSeq >= 2; }, null, { timeout: WAIT });
+    await page.evaluate(() => {
+      const w = window.RtChat.instances[0];
+      const orig = w._schedule.bind(w);
+      window.__delays = [];
+      w._schedule = (attempt) => { orig(attempt); window.__delays.push([attempt, w.nextDelay]); };
+    });
     const states = [];
     const poll = setInterval(async () => {
       try { states.push(await page.evaluate(() => document.querySelector('.rtc-status').textContent)); } catch { /* closing */ }
@@ -459,6 +465,13 @@ const scenarios = {
     const seen = [...new Set(states)];
     log(`status while the server was down: ${JSON.stringify(seen)}`);
     check('status showed the reconnect', seen.some((s) => /Reconnecting/.test(s)), seen);
+    const delays = await page.evaluate(() => window.__delays);
+    log(`reconnect delays (attempt, ms): ${JSON.stringify(delays)}`);
+    check('reconnect delays back off exponentially with jitter', delays.length >= 2 && delays.every(([n, d], i) => {
+      const ceiling = Math.min(15000, 500 * 2 ** n);
+      const belowCap = 500 * 2 ** n <= 15000; // under the cap each ceiling doubles, so no delay is shorter than the last
+      return d >= ceiling / 2 && d <= ceiling && n === i && (i === 0 || !belowCap || d >= delays[i - 1][1]);
+    }), delays);
     const cut = await page.evaluate(() => {
       const all = document.querySelectorAll('.rtc-msg-assistant');
       const el = all[all.length - 1];
