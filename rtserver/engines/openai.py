@@ -82,7 +82,9 @@ class OpenAIEngine:
         import aiohttp
 
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout, sock_read=self._read_timeout)
-        connector = aiohttp.TCPConnector(limit=self.info.capacity + 4, force_close=False)
+        # Idle connections are dropped before common servers drop them (uvicorn: 5 s), so that a
+        # pooled connection is rarely stale; _post retries once when one was.
+        connector = aiohttp.TCPConnector(limit=self.info.capacity + 4, keepalive_timeout=4.0)
         self._session = aiohttp.ClientSession(timeout=timeout, connector=connector, headers=self._headers)
         deadline = time.monotonic() + self._start_timeout
         last = "no answer"
@@ -132,6 +134,18 @@ class OpenAIEngine:
             body["seed"] = p.seed
         return body
 
+    async def _post(self, session: Any, body: dict[str, Any]) -> Any:
+        """POST, retrying once when a pooled keep-alive connection turns out closed by the server.
+
+        Safe: a server that closed the connection never read the request, so nothing was generated.
+        """
+        import aiohttp
+
+        try:
+            return await session.post(self._url, json=body)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            return await session.post(self._url, json=body)
+
     async def generate(self, request: GenerateRequest) -> AsyncIterator[EngineEvent]:
         import aiohttp
 
@@ -154,7 +168,7 @@ class OpenAIEngine:
         finished = False
         try:
             try:
-                resp = await session.post(self._url, json=self._body(request))
+                resp = await self._post(session, self._body(request))
                 if resp.status != 200:
                     detail = (await resp.text())[:300]
                     finished = True

@@ -62,25 +62,10 @@ def llama_server() -> Iterator[str]:
 
     gguf = resolve_model("smollm2-135m")
     port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(gguf),
-        "--model_alias",
-        "smollm2",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        "2048",
-        "--n_threads",
-        "1",
-        "--verbose",
-        "False",
-    ]
+    # --interrupt_requests False: its default aborts a running stream whenever another request arrives
+    flags = "--model_alias smollm2 --host 127.0.0.1 --n_ctx 2048 --n_threads 1 --verbose False"
+    flags += " --interrupt_requests False"
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port), *flags.split()]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/v1"
     try:
@@ -161,7 +146,7 @@ async def _collect(engine: Engine, request: GenerateRequest) -> list[EngineEvent
 async def _until_idle(engine: Engine, within_s: float = 30.0) -> None:
     """Wait for load().active == 0; engines with a decode thread free the slot at their next step."""
     deadline = time.monotonic() + within_s
-    while engine.load().active and time.monotonic() < deadline:  # noqa: ASYNC110 (polling a plain counter)
+    while engine.load().active and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
 
 
@@ -230,3 +215,26 @@ async def test_load_is_sane(engine: Engine) -> None:
     assert engine.load().active == 0
     assert engine.info.engine in ("synthetic", "openvino", "transformers", "openai")
     assert "text" in engine.info.modalities
+
+
+def test_openai_engine_sends_images_as_data_url_parts_only_when_declared() -> None:
+    pytest.importorskip("aiohttp", reason="the openai engine needs aiohttp (the 'openai' extra)")
+    from rtserver.engines.base import MediaPart
+    from rtserver.engines.openai import OpenAIEngine
+
+    request = GenerateRequest(
+        "img",
+        (ChatMessage("system", "be brief"), ChatMessage("user", "what is this?")),
+        SamplingParams(max_tokens=5, seed=3),
+        (MediaPart("image", "image/png", b"\x89PNG"),),
+    )
+    vision = OpenAIEngine("m", modalities="text,image")._body(request)
+    assert vision["stream"] is True and vision["stream_options"] == {"include_usage": True}
+    assert vision["max_tokens"] == 5 and vision["seed"] == 3
+    assert vision["messages"][0] == {"role": "system", "content": "be brief"}
+    assert vision["messages"][1]["content"] == [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw=="}},
+    ]
+    text_only = OpenAIEngine("m")._body(request)
+    assert text_only["messages"][1] == {"role": "user", "content": "what is this?"}
