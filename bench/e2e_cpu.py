@@ -71,14 +71,15 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
-    rows, summary = [], {}
+    rows: list[list[Any]] = []
+    summary: dict[str, Any] = {}
     for level, reports in runs.items():
 
         def mm(get: Any, rs: list[dict[str, Any]] = reports) -> dict[str, float] | None:
             vals = [v for r in rs if (v := get(r)) is not None]
             return min_median(vals) if vals else None
 
-        agg = {
+        agg: dict[str, Any] = {
             "ttft_client_p50_ms": mm(lambda r: r["ttft_ms"]["client"]["p50"]),
             "ttft_client_p99_ms": mm(lambda r: r["ttft_ms"]["client"]["p99"]),
             "ttft_server_p50_ms": mm(lambda r: r["ttft_ms"]["server"]["p50"]),

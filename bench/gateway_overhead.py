@@ -52,6 +52,10 @@ from rtserver.engines.base import ChatMessage, GenerateRequest, SamplingParams, 
 SCENARIOS = ["coding", "small_talk", "creative", "homework"]  # text only: the synthetic model takes no images
 
 
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
 def _dist(values: list[float]) -> dict[str, float | None]:
     return {"n": len(values), **{f"p{q}": percentile(values, q / 100) for q in (50, 90, 99)}}
 
@@ -231,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop(worker)
 
-    rows, summary = [], {}
+    rows: list[list[Any]] = []
+    summary: dict[str, Any] = {}
     for level, res in results.items():
         per_run = []
         for d, g in zip(res["direct"], res["gateway"], strict=True):
@@ -244,10 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                     "gateway_server_stats_bypass": sd,
                     "direct_first": fd,
                     "gateway_first": fg,
-                    "added_ms": {
-                        k: (gd[k] - dd[k]) if gd[k] is not None and dd[k] is not None else None
-                        for k in ("p50", "p90", "p99")
-                    },
+                    "added_ms": {k: _minus(gd[k], dd[k]) for k in ("p50", "p90", "p99")},
                     "added_first_p99_ms": (fg["p99"] - fd["p99"])
                     if fg["p99"] is not None and fd["p99"] is not None
                     else None,

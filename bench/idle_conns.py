@@ -101,7 +101,12 @@ async def hold_clients(url: str, n: int, hold_s: float) -> None:
     print(f"CONNECTED {len(clients)} FAILED {sum(failed.values())}", flush=True)
     loop = asyncio.get_running_loop()
     eof = loop.create_future()
-    loop.add_reader(sys.stdin.fileno(), lambda: eof.done() or eof.set_result(None))
+
+    def on_stdin() -> None:
+        if not eof.done():
+            eof.set_result(None)
+
+    loop.add_reader(sys.stdin.fileno(), on_stdin)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(eof, hold_s)
     os._exit(0)  # leave without closing handshakes: the server sees the sockets drop
@@ -219,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    rows, summary = [], {}
+    rows: list[list[Any]] = []
+    summary: dict[str, Any] = {}
     for target, results in runs.items():
         kb = min_median([r["kb_per_conversation"] for r in results])
         summary[target] = {"kb_per_conversation": kb, "runs": results}
