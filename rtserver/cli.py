@@ -83,6 +83,17 @@ def cmd_route(args: argparse.Namespace) -> int:
     return route_main(args.rest)
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    from rtserver.auth import issue
+
+    secret = args.secret or settings_from_args(argparse.Namespace(config=args.config)).auth_secret
+    if not secret:
+        print("rtserver token: no secret (--secret, RTSERVER_AUTH_SECRET or auth_secret in --config)", file=sys.stderr)
+        return 2
+    print(issue(secret, args.subject, args.ttl))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtserver",
@@ -122,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
                            add_help=False)
     route.add_argument("rest", nargs=argparse.REMAINDER)
     route.set_defaults(func=cmd_route)
+
+    token = sub.add_parser("token", help="issue a signed connection token (JWT HS256) for testing")
+    token.add_argument("--subject", default="dev", help="user id the token stands for")
+    token.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds")
+    token.add_argument("--secret", default="", help="HMAC secret (default: the server's auth_secret setting)")
+    token.add_argument("--config", metavar="FILE", help="TOML settings file to read auth_secret from")
+    token.set_defaults(func=cmd_token)
 
     fetch = sub.add_parser("fetch-model", help="download the embedded default model into the cache")
     fetch.add_argument("model", nargs="?", default="smollm2-135m")

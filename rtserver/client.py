@@ -91,15 +91,17 @@ class Client:
         if hello is not False:
             body = dict(hello) if isinstance(hello, Mapping) else {}
             await client.send({"type": "hello", **body})
+            early: list[dict[str, Any]] = []  # e.g. a failed resume's error, before the session frame
             while True:
-                frame = await client.recv()
+                frame = await client.recv(open_timeout)
                 if frame["type"] == "session":
                     client.session = frame
                     break
                 if frame["type"] == "error" and frame.get("fatal"):
                     await ws.close()
                     raise ConnectionRefusedError(f"{frame['code']}: {frame['message']}")
-                client.pending.append(frame)
+                early.append(frame)
+            client.pending = early
         return client
 
     async def __aenter__(self) -> Client:

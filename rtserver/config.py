@@ -59,9 +59,9 @@ class Settings:
     ping_timeout_s: float = _f(20.0, "close when a ping is not answered within this")
     max_connections_per_ip: int = _f(64, "concurrent sockets per client address")
     # --- security
-    auth_secret: str = _f("", "HMAC secret for connection tokens; empty disables auth (localhost only)")
-    auth_required: bool = _f(False, "refuse sockets without a valid token (implied by a non-local host with a secret)")
-    allowed_origins: list[str] = _f([], "browser Origins allowed (empty: any; '*' any)")
+    auth_secret: str = _f("", "HMAC secret of connection tokens (JWT HS256); set: every socket needs a token")
+    allow_anonymous: bool = _f(False, "serve a non-local address without auth (only behind an authenticating proxy)")
+    allowed_origins: list[str] = _f([], "browser Origins allowed to connect (empty or '*': any)")
     # --- sessions
     redis: str = _f("", "redis://… URL; empty keeps sessions in memory")
     session_ttl_s: float = _f(1800.0, "idle session lifetime (sliding)")
@@ -161,8 +161,11 @@ def _check(s: Settings) -> Settings:
         raise ConfigError("embedded_engine must be openvino or synthetic")
     if s.embedded_mode not in ("process", "inproc"):
         raise ConfigError("embedded_mode must be process or inproc")
-    if s.auth_required and not s.auth_secret:
-        raise ConfigError("auth_required needs auth_secret")
+    if not s.is_local and not s.auth_secret and not s.allow_anonymous:
+        raise ConfigError(
+            f"serving {s.host} without authentication: set auth_secret (RTSERVER_AUTH_SECRET), "
+            "or allow_anonymous when an authenticating proxy stands in front"
+        )
     return s
 
 

@@ -83,6 +83,7 @@ class Gateway:
         self._conns: set[Connection] = set()
         self._ip_counts: dict[str, int] = {}
         self.ready = False
+        self.auth_secret = settings.auth_secret
 
     # ================================================================= lifespan
     @contextlib.asynccontextmanager
@@ -257,14 +258,50 @@ class Gateway:
     async def _handle(self, ws: ServerConnection) -> None:
         encoding = SUBPROTOCOLS.get(ws.subprotocol or "", "json")
         conn = Connection(self, ws, encoding)
+        ip = str(ws.remote_address[0]) if ws.remote_address else "?"
         self._conns.add(conn)
+        self._ip_counts[ip] = self._ip_counts.get(ip, 0) + 1
         self.metrics.connections.inc()
         self.metrics.connections_total.labels(encoding).inc()
         try:
+            refusal = self._admission(ws, ip, conn)
+            if refusal is not None:
+                conn.refuse(*refusal)
             await conn.run()
         finally:
             self._conns.discard(conn)
+            left = self._ip_counts.get(ip, 1) - 1
+            if left > 0:
+                self._ip_counts[ip] = left
+            else:
+                self._ip_counts.pop(ip, None)
             self.metrics.connections.dec()
+
+    def _admission(self, ws: ServerConnection, ip: str, conn: Connection) -> tuple[RtServerError, int] | None:
+        """Checks at connect time; a refusal is sent as a fatal error frame plus a 4xxx close,
+        which (unlike an HTTP status on a failed handshake) a browser can read."""
+        s = self.settings
+        origins = s.allowed_origins
+        origin = ws.request.headers.get("Origin") if ws.request is not None else None
+        if origins and "*" not in origins and origin is not None and origin not in origins:
+            err = RtServerError(f"origin {origin[:100]} is not allowed")
+            err.code = ErrorCode.ORIGIN_NOT_ALLOWED
+            return err, CloseCode.ORIGIN_NOT_ALLOWED
+        if self._ip_counts.get(ip, 0) > s.max_connections_per_ip:
+            err = RtServerError(f"more than {s.max_connections_per_ip} connections from one address")
+            err.code = ErrorCode.RATE_LIMITED
+            return err, CloseCode.RATE_LIMITED
+        if self.auth_secret:
+            token = _query_token(ws.request.path if ws.request is not None else "")
+            if token is not None:
+                from rtserver.auth import verify
+                from rtserver.exceptions import Unauthorized
+
+                try:
+                    conn.subject = verify(self.auth_secret, token)
+                except Unauthorized as exc:
+                    return exc, CloseCode.UNAUTHORIZED
+        return None
 
     # ================================================================= sessions
     async def open_session(self, conn: Connection, hello: Hello | None) -> LiveSession:
@@ -272,7 +309,12 @@ class Gateway:
         live: LiveSession | None = None
         if hello is not None and hello.session_id:
             try:
-                live = await self._resume(hello)
+                candidate = await self._resume(hello)
+                if self.auth_secret and candidate.session.subject != conn.subject:
+                    from rtserver.exceptions import Unauthorized
+
+                    raise Unauthorized("this session belongs to another user")
+                live = candidate
             except (SessionError, StoreError) as exc:
                 self.metrics.resumes.labels(exc.code.wire).inc()
                 conn.send_error(exc if isinstance(exc, RtServerError) else RtServerError(str(exc)))
@@ -280,7 +322,7 @@ class Gateway:
         token = new_resume_token()
         if live is None:
             session = Session(session_id=new_session_id(), token_digest=token_digest(token),
-                              client=hello.client if hello else None)
+                              client=hello.client if hello else None, subject=conn.subject)
             live = LiveSession(session=session)
             self.live[session.session_id] = live
             self.metrics.session_creations.inc()
@@ -609,7 +651,7 @@ class Gateway:
         from rtserver.protocol.codec import error_frame
 
         frame = to_wire(error_frame(exc.code, exc.message, ref=exc.ref))
-        if live.response is not None:
+        if live.response is not None and live.response.routed:
             frame["response_id"] = live.response.response_id
         live.emit(frame)
 
@@ -721,6 +763,13 @@ class Gateway:
             live.conn.conversation.finish_response()
         elif live.detach_timer is None:
             self._expire_live(live)
+
+
+def _query_token(path: str) -> str | None:
+    from urllib.parse import parse_qs, urlsplit
+
+    values = parse_qs(urlsplit(path).query).get("token")
+    return values[0] if values else None
 
 
 def _select_subprotocol(ws: ServerConnection, offered: Sequence[str]) -> Subprotocol | None:

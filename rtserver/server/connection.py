@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from rtserver.auth import verify
 from rtserver.codes import CloseCode, ErrorCode
-from rtserver.exceptions import ProtocolError, RtServerError
+from rtserver.exceptions import ProtocolError, RtServerError, Unauthorized
 from rtserver.protocol.codec import Encoding, decode_client_frame, encode_values, error_frame, to_wire
 from rtserver.protocol.conversation import Conversation
 from rtserver.protocol.frames import Cancel, Hello, Message, Ping, Pong
@@ -43,6 +44,7 @@ class Connection:
         self._close: tuple[int, str] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
+        self.subject: str | None = None  # authenticated subject (auth on), else None
 
     # ------------------------------------------------------------------ output
     def send(self, frame: dict[str, Any]) -> None:
@@ -109,6 +111,8 @@ class Connection:
                 except ProtocolError as exc:
                     self._reject(exc)
                     continue
+                if gw.auth_secret and self.subject is None and not self._authenticate(frame):
+                    break
                 if isinstance(frame, Ping):
                     await self._ensure_session(None)
                     self.send(to_wire(Pong(t=frame.t)))
@@ -124,6 +128,23 @@ class Connection:
             pass
         finally:
             await self._shutdown()
+
+    def _authenticate(self, frame: object) -> bool:
+        """With auth on and no ``?token=`` on the URL, the first frame must be ``hello`` with ``auth``."""
+        token = frame.auth if isinstance(frame, Hello) else None
+        try:
+            if token is None:
+                raise Unauthorized("authentication required: send hello.auth or ?token=")
+            self.subject = verify(self.gw.auth_secret, token)
+        except Unauthorized as exc:
+            self.refuse(exc, CloseCode.UNAUTHORIZED)
+            return False
+        return True
+
+    def refuse(self, exc: RtServerError, close_code: int) -> None:
+        """A fatal error frame, then close with ``close_code``."""
+        self.send_error(exc, fatal=True)
+        self.close(close_code, str(exc)[:120])
 
     def _reject(self, exc: ProtocolError) -> None:
         self.errors += 1

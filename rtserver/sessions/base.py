@@ -48,6 +48,7 @@ class Session:
     context_changes: int = 0
     active_response: str | None = None   # response id being streamed, for resume
     client: str | None = None
+    subject: str | None = None           # auth subject the session is bound to
 
     def token_matches(self, token: str) -> bool:
         return hmac.compare_digest(self.token_digest, token_digest(token))
@@ -66,6 +67,7 @@ class Session:
             "context_changes": self.context_changes,
             "active_response": self.active_response,
             "client": self.client,
+            "subject": self.subject,
         }
 
     @classmethod
@@ -83,6 +85,7 @@ class Session:
             context_changes=int(d.get("context_changes", 0)),
             active_response=d.get("active_response"),
             client=d.get("client"),
+            subject=d.get("subject"),
         )
 
 
