@@ -11,12 +11,7 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -45,52 +40,12 @@ ENGINES = [
 PROMPT = "Write a long story about a dragon who learns to bake bread."
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def llama_server() -> Iterator[str]:
-    """A llama-cpp-python OpenAI-compatible server on loopback; yields its base URL."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip(
-            "llama_cpp is not importable: pip install 'llama-cpp-python[server]==0.3.36' to test the openai engine"
-        )
-    from rtserver.engines.models import resolve_model
+def llama_server_url() -> Iterator[str]:
+    from tests.fixtures.llama_server import llama_server
 
-    gguf = resolve_model("smollm2-135m")
-    port = _free_port()
-    # --interrupt_requests False: its default aborts a running stream whenever another request arrives
-    flags = "--model_alias smollm2 --host 127.0.0.1 --n_ctx 2048 --n_threads 1 --verbose False"
-    flags += " --interrupt_requests False"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port), *flags.split()]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {err}")
-            try:
-                with urllib.request.urlopen(base + "/models", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llama_cpp.server did not answer within 120 s")
-            time.sleep(0.2)
+    with llama_server() as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +80,7 @@ async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
         pytest.importorskip("aiohttp", reason="the openai engine needs aiohttp (the 'openai' extra)")
         from rtserver.engines.openai import OpenAIEngine
 
-        eng = OpenAIEngine("smollm2", base_url=request.getfixturevalue("llama_server"), capacity=4)
+        eng = OpenAIEngine("smollm2", base_url=request.getfixturevalue("llama_server_url"), capacity=4)
     await eng.start()
     try:
         yield eng
@@ -217,7 +172,7 @@ async def test_load_is_sane(engine: Engine) -> None:
     assert "text" in engine.info.modalities
 
 
-def test_openai_engine_sends_images_as_data_url_parts_only_when_declared() -> None:
+async def test_openai_engine_sends_images_as_data_url_parts_only_when_declared() -> None:
     pytest.importorskip("aiohttp", reason="the openai engine needs aiohttp (the 'openai' extra)")
     from rtserver.engines.base import MediaPart
     from rtserver.engines.openai import OpenAIEngine

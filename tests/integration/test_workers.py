@@ -54,21 +54,13 @@ class WorkerProc:
                 self.proc.wait()
 
 
-def start_worker(name: str, log_dir: Path, *args: str, timeout: float = 60.0) -> WorkerProc:
-    """``rtserver worker --engine synthetic --listen 127.0.0.1:0 --name NAME ARGS``; returns once READY."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "rtserver",
-        "worker",
-        "--engine",
-        "synthetic",
-        "--listen",
-        "127.0.0.1:0",
-        "--name",
-        name,
-        *args,
-    ]
+def start_worker(name: str, log_dir: Path, *args: str, timeout: float = 120.0) -> WorkerProc:
+    """``rtserver worker --engine synthetic --listen 127.0.0.1:0 --name NAME ARGS``; returns once READY.
+
+    A later ``--engine`` in ARGS wins (argparse keeps the last).
+    """
+    cmd = [sys.executable, "-m", "rtserver", "worker", "--engine", "synthetic", "--listen", "127.0.0.1:0"]
+    cmd += ["--name", name, *args]
     log = open(log_dir / f"{name}.log", "wb")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
     log.close()
@@ -129,16 +121,19 @@ class Dec:
 
 
 class FixedRouter:
-    """Every conversation is chat on the synthetic model: these tests are about workers, not routing."""
+    """Every conversation is chat on one model: these tests are about workers, not routing."""
+
+    def __init__(self, model: str = "synthetic") -> None:
+        self.model = model
 
     async def route(self, state: St | None, text: str, kinds: Any, ctx: Any) -> Dec:
         if state is None:
-            return Dec("full", "chat", "synthetic", 0.9, False, 0.5, 0.4, St("chat", "synthetic"))
+            return Dec("full", "chat", self.model, 0.9, False, 0.5, 0.4, St("chat", self.model))
         return Dec("bypass", state.use_case, state.model_id, 0.9, False, 0.01, None, state)
 
 
 @contextlib.asynccontextmanager
-async def gateway(*addresses: str, **overrides: Any) -> AsyncIterator[Gateway]:
+async def gateway(*addresses: str, model: str = "synthetic", **overrides: Any) -> AsyncIterator[Gateway]:
     settings = load_settings(
         env={},
         overrides={
@@ -152,7 +147,7 @@ async def gateway(*addresses: str, **overrides: Any) -> AsyncIterator[Gateway]:
             **overrides,
         },
     )
-    gw = Gateway(settings, router=FixedRouter())
+    gw = Gateway(settings, router=FixedRouter(model))
     async with gw.lifespan():
         await wait_until(lambda: all(w.alive for w in gw.pool.workers), "every worker connected")
         yield gw
@@ -309,3 +304,37 @@ async def test_a_hung_worker_mid_stream_ends_the_turn_with_worker_lost(workers: 
         assert turn.done is not None and turn.done["finish_reason"] == "error"
         assert [e["code"] for e in turn.errors] == ["worker_lost"]
         assert not worker(gw, "w1").alive
+
+
+# ------------------------------------------------------------------ the other engines behind the same wire
+
+
+async def test_an_openai_worker_in_front_of_llama_cpp_server(workers: Callable[..., WorkerProc]) -> None:
+    from tests.fixtures.llama_server import MODEL_ALIAS, llama_server
+
+    with llama_server() as base:
+        w = workers("oa", "--engine", "openai", "--model", MODEL_ALIAS, "--base-url", base, "--capacity", "2")
+        async with gateway(w.address, model=MODEL_ALIAS, max_tokens=12) as gw, await Client.connect(url(gw)) as c:
+            assert worker(gw, "oa").state.engine == "openai"
+            first = await c.ask("Name a colour.")
+            second = await c.ask("And another one?")
+            for t in (first, second):
+                ok(t)
+                assert t.route is not None and t.route["worker"] == "oa"
+            assert second.done is not None and first.done is not None
+            assert second.done["usage"]["prompt_tokens"] > first.done["usage"]["prompt_tokens"]  # history sent
+
+
+async def test_a_transformers_worker_with_a_tiny_cpu_model(workers: Callable[..., WorkerProc], tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="the transformers engine needs torch (the 'gpu' extra)")
+    pytest.importorskip("transformers", reason="the transformers engine needs transformers (the 'gpu' extra)")
+    from tests.fixtures.tiny_model import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "tiny")
+    w = workers("tf", "--engine", "transformers", "--model", str(folder), "--model-id", "tiny", "--capacity", "4")
+    async with gateway(w.address, model="tiny", max_tokens=8) as gw, await Client.connect(url(gw)) as c:
+        assert worker(gw, "tf").state.engine == "transformers"
+        t = await c.ask("hello")
+        ok(t)
+        assert t.route is not None and t.route["worker"] == "tf"
+        assert t.done is not None and t.done["usage"]["completion_tokens"] <= 8
