@@ -16,13 +16,16 @@ Same workload on both: C conversations opened at ``--ramp``/s, each playing
 the conversation history resent each turn. Turns after the first are routing bypasses;
 the headline compares those (``bypass``), the first turns (classifier) are listed
 separately. Processes are pinned: gateway, worker and client on different cores
-where there are enough. Results: bench/results/gateway_overhead.json.
+where there are enough. ``--client-procs N`` splits each phase's conversations over N
+client processes (on the remaining cores), so that at 1,000 conversations the client's
+own event loop does not dominate the measurement. Results: bench/results/gateway_overhead.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -39,6 +42,8 @@ from bench.common import (
     min_median,
     percentile,
     pin,
+    popen_python,
+    read_json_line,
     run_uvloop,
     stop,
     table,
@@ -135,6 +140,68 @@ async def gateway_phase(
     }
 
 
+def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in parts:
+        for k, v in part.items():
+            if isinstance(v, list):
+                out.setdefault(k, []).extend(v)
+            elif isinstance(v, dict):
+                acc = out.setdefault(k, {})
+                for kk, vv in v.items():
+                    acc[kk] = acc.get(kk, 0) + vv
+            else:
+                out[k] = out.get(k, 0) + v
+    return out
+
+
+def run_phase(
+    kind: str,
+    target: str,
+    level: int,
+    args: argparse.Namespace,
+    scenarios: list[Scenario],
+    budget: float,
+    client_cores: list[int],
+) -> dict[str, Any]:
+    """One phase with ``level`` conversations, in this process or split over ``--client-procs`` processes."""
+    procs = max(1, min(args.client_procs, level))
+    if procs == 1:
+        if kind == "direct":
+            return dict(
+                run_uvloop(direct_phase(target, level, args.turns, args.think_ms, args.ramp, scenarios, budget))
+            )
+        return dict(run_uvloop(gateway_phase(target, level, args.turns, args.think_ms, args.ramp, scenarios, budget)))
+    children = []
+    offset = 0
+    for i in range(procs):
+        k = level // procs + (1 if i < level % procs else 0)
+        cmd = [
+            "bench/gateway_overhead.py",
+            "--role",
+            kind,
+            "--target",
+            target,
+            "--levels",
+            str(k),
+            "--offset",
+            str(offset),
+            "--turns",
+            str(args.turns),
+            "--think-ms",
+            str(args.think_ms),
+            "--ramp",
+            str(args.ramp / procs),
+            "--budget-s",
+            str(budget),
+        ]
+        if args.override:
+            cmd.append("--override")
+        children.append(popen_python(cmd, [client_cores[i % len(client_cores)]]))
+        offset += k
+    return _merge([dict(read_json_line(c, budget + 60)) for c in children])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--levels", type=int, nargs="+", default=[1, 100, 1000])
@@ -145,6 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=8, help="synthetic tokens per response")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument(
+        "--client-procs", type=int, default=1, help="spread each phase's conversations over this many client processes"
+    )
+    p.add_argument("--role", choices=("main", "direct", "gateway"), default="main", help=argparse.SUPPRESS)
+    p.add_argument("--target", default="", help=argparse.SUPPRESS)
+    p.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--budget-s", type=float, default=120.0, help=argparse.SUPPRESS)
+    p.add_argument(
         "--override",
         action="store_true",
         help="send context use_case=chat on every turn: routing never calls the classifier",
@@ -154,15 +228,31 @@ def main(argv: list[str] | None = None) -> int:
     from bench.common import raise_nofile
 
     raise_nofile(max(4096, 3 * max(args.levels) + 256))
-    avail = cpus()
-    gw_core, worker_core, client_core = ([avail[0]], [avail[1 % len(avail)]], [avail[2 % len(avail)]])
-    pin(0, client_core)
     scenarios = load_scenarios(SCENARIOS)
     if args.override:
         scenarios = [
             Scenario(s.name, tuple(ScenarioTurn(t.text, t.attachments, {"use_case": "chat"}) for t in s.turns))
             for s in scenarios
         ]
+    if args.role != "main":  # one client process of a split phase
+        n = args.offset % len(scenarios)
+        scenarios = scenarios[n:] + scenarios[:n]
+        res = run_phase(
+            args.role,
+            args.target,
+            args.levels[0],
+            argparse.Namespace(**{**vars(args), "client_procs": 1}),
+            scenarios,
+            args.budget_s,
+            [],
+        )
+        print(json.dumps(res), flush=True)
+        return 0
+    avail = cpus()
+    gw_core, worker_core = [avail[0]], [avail[1 % len(avail)]]
+    client_cores = avail[2:] or [avail[-1]]
+    client_core = client_cores[:1]
+    pin(0, client_core)
     tmp = tempfile.mkdtemp(prefix="rt-bench-")
     address = f"unix:{os.path.join(tmp, 'worker.sock')}"
     worker = subprocess.Popen(
@@ -217,10 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(args.repeat):
                 for level in args.levels:
                     budget = level / args.ramp + args.turns * (args.think_ms / 1000 + 2.0) + 60
-                    d = run_uvloop(
-                        direct_phase(address, level, args.turns, args.think_ms, args.ramp, scenarios, budget)
-                    )
-                    g = run_uvloop(gateway_phase(url, level, args.turns, args.think_ms, args.ramp, scenarios, budget))
+                    d = run_phase("direct", address, level, args, scenarios, budget, client_cores)
+                    g = run_phase("gateway", url, level, args, scenarios, budget, client_cores)
                     results.setdefault(level, {"direct": [], "gateway": []})
                     results[level]["direct"].append(d)
                     results[level]["gateway"].append(g)
@@ -307,7 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         "gateway_overhead_override" if args.override else "gateway_overhead",
         {
             "params": {k: v for k, v in vars(args).items()},
-            "cores": {"gateway": gw_core, "worker": worker_core, "client": client_core},
+            "cores": {
+                "gateway": gw_core,
+                "worker": worker_core,
+                "client": client_cores if args.client_procs > 1 else client_core,
+            },
             "results": summary,
         },
     )
