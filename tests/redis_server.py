@@ -8,6 +8,8 @@ Fixtures (load with ``pytest_plugins = ["redis_server"]`` in tests/conftest.py, 
 * ``redis_prefix``: a key prefix unique to the test.
 * ``redis_factory``: ``redis_factory(persistent=False)`` starts a private server the
   test may kill and restart (``.kill()``, ``.start()`` on the same port); stopped at teardown.
+* ``gateway_factory``: ``gateway_factory(*serve_flags)`` starts ``rtserver serve --port 0``
+  processes (``.ws``, ``.get("/readyz")``); stopped (SIGTERM) at teardown.
 
 Every fixture skips the test with a clear reason when no ``redis-server`` binary is
 installed (``apt-get install redis-server``).
@@ -16,17 +18,32 @@ installed (``apt-get install redis-server``).
 from __future__ import annotations
 
 import contextlib
+import json
+import re
+import select
 import shutil
 import socket
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-__all__ = ["RedisServer", "free_port", "redis_factory", "redis_prefix", "redis_server"]
+__all__ = [
+    "GatewayProcess",
+    "RedisServer",
+    "free_port",
+    "gateway_factory",
+    "redis_factory",
+    "redis_prefix",
+    "redis_server",
+]
 
 
 def free_port() -> int:
@@ -145,3 +162,70 @@ def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
         for server in started:
             with contextlib.suppress(Exception):
                 server.stop()
+
+
+class GatewayProcess:
+    """``python -m rtserver serve --port 0 …`` as a child process; ``start()`` waits for its ready line."""
+
+    def __init__(self, *args: str, log_path: Path) -> None:
+        self.args = [sys.executable, "-m", "rtserver", "serve", "--host", "127.0.0.1", "--port", "0", *args]
+        self.log_path = log_path
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self, timeout: float = 60.0) -> GatewayProcess:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=log, text=True)
+        log.close()
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
+            if ready:
+                line = self.proc.stdout.readline()
+                if match := re.search(r"rtserver ready on http://[\d.]+:(\d+)/", line):
+                    self.port = int(match.group(1))
+                    return self
+                if not line and self.proc.poll() is not None:
+                    break
+        self.stop()
+        raise RuntimeError(f"gateway did not start; see {self.log_path}:\n{self.log_path.read_text()[-3000:]}")
+
+    def get(self, path: str) -> tuple[int, dict[str, Any]]:
+        """GET ``path``; (status, JSON body)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
+    """``gateway_factory("--redis", url, …)`` starts a gateway process; all are stopped at teardown."""
+    started: list[GatewayProcess] = []
+
+    def make(*args: str) -> GatewayProcess:
+        gw = GatewayProcess(*args, log_path=tmp_path / f"gateway{len(started)}.log")
+        started.append(gw)
+        return gw.start()
+
+    try:
+        yield make
+    finally:
+        for gw in started:
+            gw.stop()
