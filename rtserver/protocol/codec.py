@@ -306,6 +306,14 @@ def encode_values(values: Mapping[str, Any], encoding: Encoding) -> str | bytes:
     return msgpack.packb(values, use_bin_type=True)  # type: ignore[no-any-return]
 
 
+def encode_payload(values: Mapping[str, Any], encoding: Encoding) -> bytes:
+    """Like ``encode_values`` but always bytes (UTF-8 JSON): send JSON with ``text=True``
+    and skip a decode/encode round trip per frame."""
+    if encoding == "json":
+        return orjson.dumps(values)
+    return msgpack.packb(values, use_bin_type=True)  # type: ignore[no-any-return]
+
+
 def error_frame(code: ErrorCode, message: str, *, ref: str | None = None, fatal: bool = False) -> Error:
     return Error(code=code.wire, status=int(code), message=message, retryable=code.retryable, ref=ref, fatal=fatal)
 

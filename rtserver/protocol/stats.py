@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rtserver.protocol.frames import Decision, DoneStats, TokenStats
+from rtserver.protocol.frames import Decision, DoneStats
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -30,24 +30,27 @@ class ResponseClock:
     gaps_ms: list[float] = field(default_factory=list)
     tokens: int = 0
 
-    def stamp(self, now: float) -> TokenStats:
-        """Stats for a token frame sent at ``now``; call once per frame, in order."""
-        if self.first_token_at is None:
-            self.first_token_at = now
+    def stamp(self, now: float) -> dict[str, float]:
+        """The ``stats`` object of a token frame sent at ``now``; call once per frame, in order.
+
+        Returns the wire dict directly: this runs once per token on the hot path.
+        """
+        first = self.first_token_at
+        if first is None:
+            self.first_token_at = first = now
             gap = 0.0
         else:
-            assert self.last_token_at is not None
-            gap = (now - self.last_token_at) * 1000.0
+            gap = (now - self.last_token_at) * 1000.0  # type: ignore[operator]
             self.gaps_ms.append(gap)
         self.last_token_at = now
         self.tokens += 1
-        return TokenStats(
-            ttft_ms=round((self.first_token_at - self.received) * 1000.0, 3),
-            gap_ms=round(gap, 3),
-            route_ms=round(self.route_ms, 3),
-            queue_ms=round(self.queue_ms, 3),
-            elapsed_ms=round((now - self.received) * 1000.0, 3),
-        )
+        return {
+            "ttft_ms": round((first - self.received) * 1000.0, 3),
+            "gap_ms": round(gap, 3),
+            "route_ms": round(self.route_ms, 3),
+            "queue_ms": round(self.queue_ms, 3),
+            "elapsed_ms": round((now - self.received) * 1000.0, 3),
+        }
 
     def summary(self, now: float, completion_tokens: int) -> DoneStats:
         total_s = now - self.received

@@ -38,7 +38,7 @@ from rtserver.exceptions import (
     StoreError,
     WorkerLost,
 )
-from rtserver.metrics import Metrics
+from rtserver.metrics import Metrics, observe_many
 from rtserver.protocol.codec import SUBPROTOCOLS, to_wire
 from rtserver.protocol.frames import Done, Hello, Message, Route, SessionInfo, Usage
 from rtserver.protocol.stats import ResponseClock
@@ -695,9 +695,7 @@ class Gateway:
                             stats = clock.stamp(now)
                             frame = {
                                 "type": "token", "response_id": resp.response_id, "seq": resp.next_seq,
-                                "text": ev.text,
-                                "stats": {"ttft_ms": stats.ttft_ms, "gap_ms": stats.gap_ms, "route_ms": stats.route_ms,
-                                          "queue_ms": stats.queue_ms, "elapsed_ms": stats.elapsed_ms},
+                                "text": ev.text, "stats": stats,
                             }
                             resp.next_seq += 1
                             parts.append(ev.text)
@@ -707,10 +705,9 @@ class Gateway:
                                 self.writer.frames(live.session_id, resp.response_id, batch)
                                 batch = []
                             if clock.tokens == 1:
-                                m.ttft_seconds.labels(live.route.use_case if live.route else "?").observe(stats.ttft_ms / 1000)
+                                m.ttft_seconds.labels(live.route.use_case if live.route else "?").observe(
+                                    stats["ttft_ms"] / 1000)
                                 m.queue_seconds.observe(clock.queue_ms / 1000)
-                            else:
-                                m.token_gap_seconds.observe(stats.gap_ms / 1000)
                         else:
                             self.writer.frames(live.session_id, resp.response_id, batch)
                             m.tokens.labels(model).inc(ev.completion_tokens)
@@ -759,6 +756,7 @@ class Gateway:
         live.response = None
         self.metrics.responses.labels(reason).inc()
         self.metrics.turn_seconds.observe(now - clock.received)
+        observe_many(self.metrics.token_gap_seconds, [g / 1000.0 for g in clock.gaps_ms])  # once per response
         if live.conn is not None:
             live.conn.conversation.finish_response()
         elif live.detach_timer is None:

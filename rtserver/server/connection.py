@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from rtserver.auth import verify
 from rtserver.codes import CloseCode, ErrorCode
 from rtserver.exceptions import ProtocolError, RtServerError, Unauthorized
-from rtserver.protocol.codec import Encoding, decode_client_frame, encode_values, error_frame, to_wire
+from rtserver.protocol.codec import Encoding, decode_client_frame, encode_payload, error_frame, to_wire
 from rtserver.protocol.conversation import Conversation
 from rtserver.protocol.frames import Cancel, Hello, Message, Ping, Pong
 from rtserver.server.outbox import Outbox
@@ -77,6 +77,7 @@ class Connection:
 
     async def _write(self) -> None:
         ws, enc, outbox = self.ws, self.encoding, self.outbox
+        text = enc == "json"
         try:
             while True:
                 frame = await outbox.get()
@@ -84,7 +85,7 @@ class Connection:
                     assert self._close is not None
                     await ws.close(*self._close)
                     return
-                await ws.send(encode_values(frame, enc))
+                await ws.send(encode_payload(frame, enc), text=text)
         except ConnectionClosed:
             pass
 

@@ -61,7 +61,7 @@ class Session:
             "last_accessed": self.last_accessed,
             "route": self.route,
             "worker": self.worker,
-            "history": self.history,
+            "history": [list(turn) for turn in self.history],  # a snapshot, not the live list
             "request_count": self.request_count,
             "bypass_count": self.bypass_count,
             "context_changes": self.context_changes,

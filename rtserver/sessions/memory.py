@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import time
 from collections.abc import Callable
 from typing import Any
@@ -80,10 +79,10 @@ class MemorySessionStore:
                 raise SessionExpired(session_id)
             raise SessionNotFound(session_id)
         self._data[session_id] = (now + self._ttl, entry[1])
-        return Session.from_dict(copy.deepcopy(entry[1]))
+        return Session.from_dict(entry[1])
 
     async def save(self, session: Session) -> None:
-        self._data[session.session_id] = (self._clock() + self._ttl, copy.deepcopy(session.to_dict()))
+        self._data[session.session_id] = (self._clock() + self._ttl, session.to_dict())
 
     async def touch(self, session_id: str) -> None:
         entry = self._data.get(session_id)
