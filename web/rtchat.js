@@ -862,7 +862,8 @@
       if (this.destroyed) return;
       if (NO_RETRY_CLOSES.has(code)) {
         this._setState('offline', code === 4004 ? 'Not allowed on this site' : 'Not authorized');
-        this.notice(`The server refused the connection${reason ? `: ${reason}` : ''}.`, 'error');
+        if (!this.fatalShown) this.notice(`The server refused the connection${reason ? `: ${reason}` : ''}.`, 'error');
+        this.fatalShown = false;
         this._interrupt('Not connected.');
         return;
       }
@@ -936,6 +937,7 @@
       this._persist();
       const first = !this.everOnline;
       this.everOnline = true;
+      this.fatalShown = false;
       this.attempt = 0;
       this._setState('online');
       if (tried && f.resumed) {
@@ -1002,7 +1004,7 @@
     _onError(f) {
       const code = String(f.code || 'error');
       const msg = String(f.message || code);
-      if (this.resumeAttempt && RESUME_ERRORS.has(code)) { this.resumeError = code; return; }
+      if (this.resumeAttempt && RESUME_ERRORS.has(code) && !f.fatal) { this.resumeError = code; return; }
       const fl = this.inflight;
       // a rate-limit rejection names no message: it can only be the one waiting for its route
       const limited = code === 'rate_limited' && !f.ref && fl && !fl.responseId && !this.queued;
@@ -1024,6 +1026,7 @@
         if (!f.response_id) this._finish({ finish_reason: 'error', rejected: true }); // no done follows a rejected message
         return;
       }
+      if (f.fatal) this.fatalShown = true; // the close that follows needs no second note
       this.notice(f.fatal ? `Error: ${msg}` : msg, f.fatal ? 'error' : 'warn');
     }
 

@@ -61,9 +61,9 @@ def _report(out: str) -> dict[str, Any]:
     raise AssertionError(f"no report from the browser driver:\n{out[-4000:]}")
 
 
-def run_scenario(node: str, proc: Proc, scenario: str) -> dict[str, Any]:
+def run_scenario(node: str, proc: Proc, scenario: str, *extra: str) -> dict[str, Any]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    cmd = [node, str(HERE / "widget.mjs"), "--base", proc.http, "--scenario", scenario, "--out", str(ARTIFACTS)]
+    cmd = [node, str(HERE / "widget.mjs"), "--base", proc.http, "--scenario", scenario, "--out", str(ARTIFACTS), *extra]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=SCENARIO_TIMEOUT_S, cwd=ROOT)
     report = _report(done.stdout)
     assert done.returncode == 0 and report["ok"], f"{scenario} failed:\n{done.stdout[-6000:]}\n{done.stderr[-2000:]}"
@@ -160,3 +160,14 @@ def test_refused_origin_is_shown_and_not_retried(node: str) -> None:
     with gateway(*args) as p:
         report = run_scenario(node, p, "refused")
     assert "Not allowed" in report["result"]["status"]
+
+
+def test_token_auth(node: str) -> None:
+    """A server with ``--auth-secret``: refused without a token, served with ``auth``."""
+    from rtserver.auth import issue
+
+    secret = "e2e-widget-secret"
+    args = ("--embedded-engine", "synthetic", "--model-id", "synthetic", "--auth-secret", secret)
+    with gateway(*args) as p:
+        report = run_scenario(node, p, "auth", "--token", issue(secret, "widget-user", 600))
+    assert "Not authorized" in report["result"]["status"]

@@ -533,10 +533,35 @@ const scenarios = {
     const status = await page.locator(`${W} .rtc-status`).textContent();
     check('status says not allowed', status.includes('Not allowed'), status);
     const notices = await page.locator(`${W} .rtc-notice`).allTextContents();
-    check('a plain note says the server refused', notices.some((n) => n.includes('refused')), notices);
+    check('a plain note says why', notices.some((n) => /refused|not allowed/i.test(n)) && notices.length === 1, notices);
     await page.waitForTimeout(2000);
     check('no retry after a refusal', (await page.evaluate(() => document.querySelector('.rtc-status').dataset.state)) === 'offline'
       && (await page.evaluate(() => window.RtChat.instances[0].ws)) === null);
+    return { status };
+  },
+
+  /** A server that needs a connection token: without one the widget says so; with auth() it works. */
+  async auth(browser) {
+    const page = await newPage(browser);
+    await page.waitForFunction(() => document.querySelector('.rtc-status').dataset.state === 'offline', null, { timeout: 20000 });
+    const status = await page.locator(`${W} .rtc-status`).textContent();
+    check('without a token: status says not authorized', status.includes('Not authorized'), status);
+    const notices = await page.locator(`${W} .rtc-notice`).allTextContents();
+    check('without a token: one plain note about it', notices.length === 1 && /auth/i.test(notices[0]), notices);
+    const token = args.token;
+    await page.evaluate((t) => {
+      window.RtChat.instances[0].destroy();
+      let calls = 0;
+      window.__authCalls = () => calls;
+      window.RtChat.mount(document.getElementById('chat'), { auth: async () => { calls++; return t; } });
+    }, token);
+    await waitOnline(page);
+    await send(page, 'Hello with a token.');
+    const d = await waitDone(page);
+    check('with auth(): connected and answered', d.text.trim().length > 0, d);
+    await page.evaluate(() => window.__rtchatTest.drop());
+    await page.waitForFunction(() => window.__authCalls() === 2 && document.querySelector('.rtc-status').dataset.state === 'online', null, { timeout: 20000 });
+    check('auth() is asked again for the new socket, which is accepted', true);
     return { status };
   },
 
