@@ -251,6 +251,11 @@ class Gateway:
             "conversations": len(self.live),
         }
 
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Keep a background task alive until it finishes (and cancel it at shutdown)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     # ================================================================= sockets
     def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         return serve_http(self, request)
@@ -512,7 +517,7 @@ class Gateway:
         live.conn = None
         assert self.writer is not None
         self.writer.save(live.session)
-        grace = 15.0
+        grace = self.settings.resume_grace_s
         live.detach_timer = asyncio.get_running_loop().call_later(grace, self._expire_live, live)
 
     def _expire_live(self, live: LiveSession) -> None:

@@ -45,13 +45,24 @@ class Connection:
         self._writer: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self.subject: str | None = None  # authenticated subject (auth on), else None
+        self._progress = time.monotonic()  # when the writer last finished a send
+        self._backed_since: float | None = None  # since when the outbox is backed up
 
     # ------------------------------------------------------------------ output
     def send(self, frame: dict[str, Any]) -> None:
         """Queue a frame; never blocks. A full outbox closes the socket (slow consumer)."""
         if self._close is not None:
             return
-        if not self.outbox.put(frame):
+        outbox = self.outbox
+        stalled = False
+        if outbox.backed_up:
+            now = time.monotonic()
+            if self._backed_since is None:
+                self._backed_since = now
+            stalled = now - max(self._backed_since, self._progress) > self.gw.settings.slow_consumer_timeout_s
+        else:
+            self._backed_since = None
+        if stalled or not outbox.put(frame):
             self.gw.metrics.outbox_drops.inc()
             self.close(CloseCode.SLOW_CONSUMER, "client is not reading fast enough")
 
@@ -71,9 +82,24 @@ class Connection:
             self.outbox.closed = True
             if code == CloseCode.SLOW_CONSUMER:
                 self.outbox.drain_nowait()
-                asyncio.get_running_loop().create_task(self.ws.close(code, reason))
+                task = asyncio.get_running_loop().create_task(self._close_slow(code, reason))
+                self.gw.track(task)
             else:
                 self.outbox.put_control({"type": "__close__"})
+
+    async def _close_slow(self, code: int, reason: str) -> None:
+        """A client that does not read cannot take a close frame either: give the close
+        handshake ``slow_consumer_timeout_s``, then drop the TCP connection."""
+        if self._writer is not None:
+            self._writer.cancel()  # it may be blocked in send() on the full socket
+        try:
+            await asyncio.wait_for(self.ws.close(code, reason), 1.0)
+        except (TimeoutError, ConnectionClosed):
+            pass
+        finally:
+            transport = self.ws.transport
+            if transport is not None and not transport.is_closing():
+                transport.abort()
 
     async def _write(self) -> None:
         ws, enc, outbox = self.ws, self.encoding, self.outbox
@@ -86,6 +112,7 @@ class Connection:
                     await ws.close(*self._close)
                     return
                 await ws.send(encode_payload(frame, enc), text=text)
+                self._progress = time.monotonic()
         except ConnectionClosed:
             pass
 

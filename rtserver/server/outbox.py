@@ -2,10 +2,11 @@
 
 Frames are plain dicts, encoded by the writer task. ``put`` never blocks: when the
 queue already holds ``coalesce_at`` frames, a token frame is merged into the last
-queued token frame of the same response (its ``text`` grows and ``seq_last`` marks
-the range), so a socket that is a little behind loses nothing. Only when ``limit``
-frames are queued does ``put`` return False: the caller must then close the socket
-with ``CloseCode.SLOW_CONSUMER``.
+queued token frame of the same response (its ``text`` grows, up to
+``max_merge_chars``, and ``seq_last`` marks the range), so a socket that is a little
+behind loses nothing. When ``limit`` frames are queued ``put`` returns False: the
+caller must then close the socket with ``CloseCode.SLOW_CONSUMER`` (it must also do
+so when the writer makes no progress for too long: see ``Connection.send``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any
 
 
 class Outbox:
-    __slots__ = ("_coalesce_at", "_limit", "_q", "_waiter", "closed", "coalesced")
+    __slots__ = ("_coalesce_at", "_limit", "_max_merge", "_q", "_waiter", "closed", "coalesced")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, max_merge_chars: int = 65536) -> None:
         self._q: deque[dict[str, Any]] = deque()
+        self._max_merge = max_merge_chars
         self._limit = limit
         self._coalesce_at = max(1, limit // 2)
         self._waiter: asyncio.Future[None] | None = None
@@ -29,13 +31,20 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._q)
 
+    @property
+    def backed_up(self) -> bool:
+        """True once the writer lags far enough that tokens are being merged."""
+        return len(self._q) >= self._coalesce_at
+
     def put(self, frame: dict[str, Any]) -> bool:
         """Queue ``frame``; False when the outbox is full (the consumer is too slow)."""
         if self.closed:
             return True
         q = self._q
         if len(q) >= self._coalesce_at and frame.get("type") == "token" and q:
-            if q[-1].get("type") == "token" and q[-1]["response_id"] == frame["response_id"]:
+            last = q[-1]
+            if (last.get("type") == "token" and last["response_id"] == frame["response_id"]
+                    and len(last["text"]) < self._max_merge):
                 last = q[-1] = dict(q[-1])  # a copy: the replay log keeps the frames as sent
                 last["text"] += frame["text"]
                 last["seq_last"] = frame["seq"]
