@@ -1,7 +1,7 @@
 """A real ``redis-server`` for tests: helper class and pytest fixtures.
 
-Fixtures (load with ``pytest_plugins = ["redis_server"]`` in tests/conftest.py, or
-``from redis_server import *`` in a conftest):
+Fixtures (load with ``pytest_plugins = ["tests.redis_server"]`` in tests/conftest.py,
+or import them into a test module or conftest by name):
 
 * ``redis_server`` (session scope): one server on a free port, in a temp dir, without
   persistence. Share it; isolate tests by key prefix.
@@ -11,8 +11,8 @@ Fixtures (load with ``pytest_plugins = ["redis_server"]`` in tests/conftest.py, 
 * ``gateway_factory``: ``gateway_factory(*serve_flags)`` starts ``rtserver serve --port 0``
   processes (``.ws``, ``.get("/readyz")``); stopped (SIGTERM) at teardown.
 
-Every fixture skips the test with a clear reason when no ``redis-server`` binary is
-installed (``apt-get install redis-server``).
+Every fixture skips the test when no ``redis-server`` binary is installed
+(``apt-get install redis-server``), or fails it under ``RTSERVER_REQUIRE_SERVICES=1``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import contextlib
 import json
 import re
 import select
-import shutil
 import socket
 import subprocess
 import sys
@@ -53,10 +52,10 @@ def free_port() -> int:
 
 
 def _binary() -> str:
-    path = shutil.which("redis-server")
-    if path is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    return path
+    """The redis-server binary; skips the test without one (fails under RTSERVER_REQUIRE_SERVICES=1)."""
+    from tests.conftest import require
+
+    return require("redis-server")
 
 
 class RedisServer:

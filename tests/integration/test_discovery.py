@@ -16,11 +16,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: shared helpers
-
-from redis_server import GatewayProcess, RedisServer, gateway_factory, redis_prefix, redis_server
-
 from rtserver.workers.discovery import register_forever, worker_key
+from tests.redis_server import GatewayProcess, RedisServer, gateway_factory, redis_prefix, redis_server
 
 pytestmark = [pytest.mark.redis]
 __all__ = ["gateway_factory", "redis_prefix", "redis_server"]

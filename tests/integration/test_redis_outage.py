@@ -8,20 +8,15 @@ written before the outage is still there (the test's Redis keeps an fsync'ed AOF
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: shared helpers
-
-from redis_server import GatewayProcess, RedisServer, gateway_factory, redis_factory, redis_prefix
 
 from rtserver.client import Client
 from rtserver.exceptions import SessionError, StoreError
 from rtserver.sessions.base import Session
 from rtserver.sessions.redis import RedisSessionStore
+from tests.redis_server import GatewayProcess, RedisServer, gateway_factory, redis_factory, redis_prefix
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 __all__ = ["gateway_factory", "redis_factory", "redis_prefix"]

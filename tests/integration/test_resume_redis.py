@@ -7,19 +7,14 @@ output is deterministic, so a resumed stream can be compared with an uninterrupt
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: shared helpers
-
-from redis_server import GatewayProcess, RedisServer, gateway_factory, redis_prefix, redis_server
-
 from rtserver.client import Client
+from tests.redis_server import GatewayProcess, RedisServer, gateway_factory, redis_prefix, redis_server
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 __all__ = ["gateway_factory", "redis_prefix", "redis_server"]
