@@ -53,6 +53,7 @@ class Settings:
     max_errors: int = _f(50, "error frames before the connection is closed with 4009")
     outbox_frames: int = _f(512, "frames queued per connection before it is treated as a slow consumer")
     slow_consumer_timeout_s: float = _f(5.0, "a socket backed up this long without a completed write is closed (4008)")
+    shutdown_grace_s: float = _f(10.0, "on SIGTERM, time in-flight responses get to finish before 1012")
     resume_grace_s: float = _f(15.0, "a response keeps generating this long after its socket dropped, for resume")
     handshake_timeout_s: float = _f(10.0, "time allowed for the WebSocket opening handshake")
     idle_timeout_s: float = _f(600.0, "close a socket with no client frame for this long")

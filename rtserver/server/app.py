@@ -534,6 +534,10 @@ class Gateway:
     async def start_response(self, conn: Connection, msg: Message, received: float) -> None:
         live = conn.live
         assert live is not None
+        if self.draining:
+            conn.send_error(ProtocolError(ErrorCode.OVERLOADED, "server is shutting down; reconnect to resume",
+                                          ref=msg.id))
+            return
         response_id = "r_" + secrets.token_urlsafe(9)
         conn.conversation.start_response(response_id)
         resp = ActiveResponse(response_id=response_id, message_id=msg.id)
@@ -790,7 +794,8 @@ def request_model(worker: WorkerHandle) -> str:
 
 
 async def run_gateway(settings: Settings) -> None:
-    """Serve until SIGTERM/SIGINT; then drain for up to 10 s and close with 1012."""
+    """Serve until SIGTERM/SIGINT; then stop accepting, let responses finish for up to
+    ``shutdown_grace_s`` and close every socket with 1012 (clients resume elsewhere)."""
     gw = Gateway(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -803,4 +808,4 @@ async def run_gateway(settings: Settings) -> None:
               flush=True)
         await stop.wait()
         log.info("shutting down: draining responses")
-        await gw.shutdown(deadline_s=10.0)
+        await gw.shutdown(deadline_s=settings.shutdown_grace_s)
