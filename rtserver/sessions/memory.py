@@ -86,7 +86,7 @@ class MemorySessionStore:
 
     async def touch(self, session_id: str) -> None:
         entry = self._data.get(session_id)
-        if entry is not None:
+        if entry is not None and entry[0] > self._clock():  # an expired session stays expired
             self._data[session_id] = (self._clock() + self._ttl, entry[1])
 
     async def delete(self, session_id: str) -> None:

@@ -46,6 +46,10 @@ class Backend:
         """Let ``seconds`` pass (or poll real time for up to 10x that), until ``check()`` holds."""
         raise NotImplementedError
 
+    async def until_gone(self, store: Any, session_id: str, ttl_s: float) -> bool:
+        """Wait until the session's TTL ran out, without reading (and so sliding) it."""
+        raise NotImplementedError
+
 
 class MemoryBackend(Backend):
     name = "memory"
@@ -65,6 +69,10 @@ class MemoryBackend(Backend):
     async def eventually(self, seconds: float, check: Callable[[], Awaitable[bool]]) -> bool:
         self.clock.now += seconds + 0.001
         return await check()
+
+    async def until_gone(self, store: Any, session_id: str, ttl_s: float) -> bool:
+        self.clock.now += ttl_s + 0.001
+        return True
 
 
 class RedisBackend(Backend):
@@ -94,6 +102,12 @@ class RedisBackend(Backend):
                 return True
             await asyncio.sleep(0.1)
         return False
+
+    async def until_gone(self, store: Any, session_id: str, ttl_s: float) -> bool:
+        async def gone() -> bool:
+            return bool(await store._redis.pttl(store._sess(session_id)) == -2)
+
+        return await self.eventually(ttl_s, gone)
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -200,6 +214,16 @@ async def test_idle_session_expires_and_is_told_apart_from_unknown(backend: Back
         await store.load(s.session_id)  # still expired, not "not found"
     with pytest.raises(SessionNotFound):
         await store.load(new_session_id())
+
+
+async def test_touch_does_not_revive_an_expired_session(backend: Backend) -> None:
+    store = backend.make(ttl_s=1.0)
+    s, _ = make_session()
+    await store.create(s)
+    assert await backend.until_gone(store, s.session_id, 1.0)
+    await store.touch(s.session_id)
+    with pytest.raises(SessionExpired):
+        await store.load(s.session_id)
 
 
 @pytest.mark.parametrize("slide", ["touch", "save", "load"])
