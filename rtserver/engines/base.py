@@ -49,6 +49,10 @@ class GenerateRequest:
     messages: tuple[ChatMessage, ...]
     params: SamplingParams = SamplingParams()
     media: tuple[MediaPart, ...] = ()
+    # The start of the assistant's answer, already sent to the user: the model goes on
+    # from there (used to continue a response whose worker died). Only engines whose
+    # ``info.continues`` is True are given one.
+    prefix: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,7 @@ class EngineInfo:
     model_id: str
     modalities: frozenset[str] = field(default_factory=lambda: frozenset({"text"}))
     capacity: int = 16
+    continues: bool = False  # honours GenerateRequest.prefix (can continue a broken answer)
 
 
 @runtime_checkable

@@ -61,7 +61,8 @@ class OpenVinoEngine:
         threads: int | None = None,
     ) -> None:
         self._model = model
-        self.info = EngineInfo(engine="openvino", model_id=model_id or Path(model).stem, capacity=capacity)
+        self.info = EngineInfo(engine="openvino", model_id=model_id or Path(model).stem, capacity=capacity,
+                               continues=True)
         self._capacity = capacity
         self._kv_cache_gb = kv_cache_gb
         self._device = device
@@ -189,6 +190,7 @@ class OpenVinoEngine:
             messages = [{"role": m.role, "content": m.content} for m in job.request.messages]
             try:
                 prompt = self._tok.apply_chat_template(messages, add_generation_prompt=True)
+                prompt += job.request.prefix  # continue an answer already partly sent
                 job.prompt_tokens = int(self._tok.encode(prompt).input_ids.get_shape()[-1])
                 self._next_id += 1
                 job.handle = self._pipe.add_request(self._next_id, prompt, gc)

@@ -34,7 +34,7 @@ class SyntheticEngine:
         capacity: int = 1024,
     ) -> None:
         """``tokens_per_s`` <= 0 emits as fast as the consumer reads."""
-        self.info = EngineInfo(engine="synthetic", model_id=model_id, capacity=capacity)
+        self.info = EngineInfo(engine="synthetic", model_id=model_id, capacity=capacity, continues=True)
         self._interval = 1.0 / tokens_per_s if tokens_per_s > 0 else 0.0
         self._tokens = tokens
         self._first = first_token_ms / 1000.0
@@ -50,7 +50,9 @@ class SyntheticEngine:
         return EngineLoad(active=self._active, waiting=0, capacity=self.info.capacity)
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[EngineEvent]:
-        n = min(self._tokens, request.params.max_tokens)
+        # A prefix of k words continues the same deterministic word stream at word k.
+        skip = len(request.prefix.split())
+        n = max(0, min(self._tokens - skip, request.params.max_tokens))
         prompt = sum(len(m.content) for m in request.messages) // 4 + 1
         self._active += 1
         try:
@@ -66,7 +68,7 @@ class SyntheticEngine:
                         await asyncio.sleep(delay)
                 elif i % 64 == 63:
                     await asyncio.sleep(0)
-                yield TokenEvent(_WORDS[i % len(_WORDS)], 1, 0.0 if i == 0 else None)
+                yield TokenEvent(_WORDS[(skip + i) % len(_WORDS)], 1, 0.0 if i == 0 else None)
             reason: EngineFinish = "length" if n == request.params.max_tokens else "stop"
             yield FinishEvent(reason=reason, prompt_tokens=prompt, completion_tokens=n)
         finally:

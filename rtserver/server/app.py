@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import signal
@@ -690,6 +691,8 @@ class Gateway:
         m = self.metrics
         parts: list[str] = []
         attempts = 0
+        produced = 0  # tokens streamed so far, across workers
+        seam: dict[str, str] | None = None
         batch: list[dict[str, Any]] = []
         assert self.writer is not None
         while True:
@@ -706,6 +709,10 @@ class Gateway:
                                 "type": "token", "response_id": resp.response_id, "seq": resp.next_seq,
                                 "text": ev.text, "stats": stats,
                             }
+                            if seam is not None:  # first token from the worker that took over
+                                frame["seam"] = seam
+                                seam = None
+                            produced += ev.tokens
                             resp.next_seq += 1
                             parts.append(ev.text)
                             live.emit(frame)
@@ -727,7 +734,8 @@ class Gateway:
                                     worker = await self._pick_worker(request_model(worker), None, avoid=worker.state.name)
                                     break
                                 self._send_live_error(live, ProtocolError(code, why, ref=resp.message_id))
-                            return ev.reason, Usage(ev.prompt_tokens, ev.completion_tokens), "".join(parts)
+                            completion = produced if attempts > 1 else ev.completion_tokens
+                            return ev.reason, Usage(ev.prompt_tokens, completion), "".join(parts)
                     else:
                         raise WorkerLost("worker stream ended without done")
             except WorkerLost as exc:
@@ -740,7 +748,29 @@ class Gateway:
                     live.session.worker = worker.state.name
                     continue
                 m.worker_failures.labels("mid_stream").inc()
-                raise ProtocolError(ErrorCode.WORKER_LOST, f"{exc}; retry the message", ref=resp.message_id) from None
+                heir = self._heir(request_model(worker), worker.state.name) if attempts < 3 else None
+                if heir is None:
+                    raise ProtocolError(ErrorCode.WORKER_LOST, f"{exc}; retry the message",
+                                        ref=resp.message_id) from None
+                # Continue the answer on another worker of the model, from the history plus
+                # the text already sent; the first token after the switch carries ``seam``.
+                log.warning("worker %s lost mid-stream; continuing on %s", worker.state.name, heir.state.name)
+                m.worker_failures.labels("continued").inc()
+                seam = {"worker": heir.state.name, "reason": "worker_lost"}
+                left = max(1, self.settings.max_tokens - produced)
+                request = dataclasses.replace(
+                    request, prefix="".join(parts), params=dataclasses.replace(request.params, max_tokens=left)
+                )
+                worker = heir
+                live.session.worker = heir.state.name
+
+    def _heir(self, model: str, failed: str) -> WorkerHandle | None:
+        """A live worker of ``model`` other than ``failed`` that can continue an answer."""
+        try:
+            heir = self.pool.pick(model, None, avoid=failed)
+        except NoWorkerAvailable:
+            return None
+        return heir if heir.state.continues else None
 
     def _finish(self, live: LiveSession, resp: ActiveResponse, reason: str, usage: Usage,
                 clock: ResponseClock, use_case: str, model: str) -> None:

@@ -37,6 +37,7 @@ class WorkerState:
     draining: bool = False
     last_seen: float = 0.0
     pid: int = 0
+    continues: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -141,6 +142,7 @@ class WorkerClient:
                     s.engine, s.model = frame["engine"], frame["model"]
                     s.modalities = frozenset(frame["modalities"])
                     s.capacity, s.pid = frame["capacity"], frame["pid"]
+                    s.continues = bool(frame.get("continues", False))
                     s.draining = False
                     self._writer = writer
                     self.generation += 1

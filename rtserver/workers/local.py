@@ -19,7 +19,7 @@ class LocalWorker:
         self.address = f"inproc:{name}"
         self.state = WorkerState(
             name=name, address=self.address, engine=info.engine, model=info.model_id,
-            modalities=info.modalities, capacity=info.capacity,
+            modalities=info.modalities, capacity=info.capacity, continues=info.continues,
         )
         self.generation = 1
         self._started = False

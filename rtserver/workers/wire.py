@@ -75,6 +75,8 @@ def gen_frame(wire_id: int, request: GenerateRequest) -> dict[str, Any]:
     }
     if request.media:
         frame["media"] = [[m.kind, m.mime, m.data] for m in request.media]
+    if request.prefix:
+        frame["prefix"] = request.prefix
     return frame
 
 
@@ -83,6 +85,7 @@ def request_from_frame(frame: dict[str, Any]) -> GenerateRequest:
         messages = tuple(ChatMessage(role, content) for role, content in frame["messages"])
         params = SamplingParams(**frame.get("params", {}))
         media = tuple(MediaPart(kind, mime, data) for kind, mime, data in frame.get("media", ()))
-        return GenerateRequest(str(frame.get("rid", frame["id"])), messages, params, media)
+        prefix = str(frame.get("prefix", ""))
+        return GenerateRequest(str(frame.get("rid", frame["id"])), messages, params, media, prefix)
     except (KeyError, TypeError, ValueError) as exc:
         raise WorkerProtocolError(f"bad gen frame: {exc}") from None

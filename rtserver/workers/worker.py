@@ -61,6 +61,7 @@ class WorkerServer:
             "model": info.model_id,
             "modalities": sorted(info.modalities),
             "capacity": info.capacity,
+            "continues": info.continues,
             "pid": os.getpid(),
         }
 
