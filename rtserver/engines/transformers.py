@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -143,15 +144,13 @@ class TransformersEngine:
             eos_token_id=sorted(self._eos) or -1,
             pad_token_id=self.tokenizer.pad_token_id,
         )
-        opts = {k: v for k, v in self._cb_opts.items() if v is not None}
+        opts: dict[str, Any] = {k: v for k, v in self._cb_opts.items() if v is not None}
         if model.device.type == "cpu":  # no GPU memory to size the cache from
             opts = {"page_size": 32, "num_blocks": max(64, 16 * self.info.capacity), "max_batch_tokens": 1024, **opts}
-        cb = cb_module.ContinuousBatchingConfig(
-            per_request_processors=True,
-            max_requests_per_batch=self.info.capacity,
-            default_compile_level=self._compile_level,
-            **opts,
-        )
+        opts.update(per_request_processors=True, max_requests_per_batch=self.info.capacity)
+        if self._compile_level:
+            opts["default_compile_level"] = self._compile_level
+        cb = cb_module.ContinuousBatchingConfig(**_known_fields(cb_module.ContinuousBatchingConfig, opts))
         self._manager = model.init_continuous_batching(generation_config=gen, continuous_batching_config=cb)
         self._sampling_keys = set(getattr(self._manager.logit_processor, "supported_keys", {}) or {})
         self._manager.start()
@@ -159,7 +158,7 @@ class TransformersEngine:
     async def close(self) -> None:
         manager, self._manager = self._manager, None
         if manager is not None:
-            await asyncio.get_running_loop().run_in_executor(None, lambda: manager.stop(block=True, timeout=10.0))
+            await asyncio.get_running_loop().run_in_executor(None, _hard_stop, manager)
         for queue in list(self._open.values()):
             queue.put_nowait(None)  # wakes the stream, which then reports the closed engine
 
@@ -265,3 +264,22 @@ class TransformersEngine:
                     router.result_handlers.pop(rid, None)
             self._active -= 1
             self._slots.release()
+
+
+def _known_fields(cls: Any, opts: dict[str, Any]) -> dict[str, Any]:
+    """``opts`` that this transformers version's config takes (older releases, 5.17 among them, call ``page_size`` ``block_size``)."""
+    fields = set(inspect.signature(cls).parameters)
+    if "page_size" in opts and "page_size" not in fields and "block_size" in fields:
+        opts = {**opts, "block_size": opts["page_size"]}
+    dropped = sorted(k for k in opts if k not in fields)
+    if dropped:
+        log.warning("this transformers version ignores continuous batching options %s", ", ".join(dropped))
+    return {k: v for k, v in opts.items() if k in fields}
+
+
+def _hard_stop(manager: Any) -> None:
+    """Stop the manager thread now; requests still running are failed (their streams end with ``error``)."""
+    try:
+        manager.stop(block=True, timeout=10.0, hard_stop=True)
+    except TypeError:  # a transformers without hard_stop
+        manager.stop(block=True, timeout=10.0)
