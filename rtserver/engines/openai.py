@@ -16,7 +16,8 @@ Contract beyond ``Engine``:
   message, only when ``"image"`` is among ``modalities``; other media are dropped
   (the gateway never sends a kind the worker did not declare).
 * Transport failures and non-200 answers end the stream with reason ``"error"``;
-  they never raise out of ``generate``.
+  they never raise out of ``generate``. HTTP 429 and 503 say ``error: "overloaded"``,
+  which the gateway turns into the client's retryable ``overloaded``.
 
 Needs ``aiohttp`` (the ``openai`` extra).
 """
@@ -171,8 +172,10 @@ class OpenAIEngine:
                 resp = await self._post(session, self._body(request))
                 if resp.status != 200:
                     detail = (await resp.text())[:300]
+                    # a busy server is the gateway's retryable "overloaded", like a full worker
+                    why = "overloaded" if resp.status in (429, 503) else f"HTTP {resp.status}: {detail}"
                     finished = True
-                    yield FinishEvent("error", 0, 0, queue_ms, error=f"HTTP {resp.status}: {detail}")
+                    yield FinishEvent("error", 0, 0, queue_ms, error=why)
                     return
                 async for data in _sse_data(resp.content):
                     if data == "[DONE]":

@@ -193,3 +193,84 @@ async def test_openai_engine_sends_images_as_data_url_parts_only_when_declared()
     ]
     text_only = OpenAIEngine("m")._body(request)
     assert text_only["messages"][1] == {"role": "user", "content": "what is this?"}
+
+
+# ------------------------------------------------------------------ openai engine edge cases, scripted server
+def _sse(*chunks: dict[str, Any] | str) -> bytes:
+    """An SSE body: dicts become ``data: {json}``, strings are sent as they are."""
+    import json
+
+    parts = [c if isinstance(c, str) else f"data: {json.dumps(c)}\r\n\r\n" for c in chunks]
+    return "".join(parts).encode()
+
+
+async def _scripted_server(status: int, body: bytes, *, close_after: bool) -> tuple[asyncio.Server, str]:
+    """A raw HTTP/1.1 server that answers every POST with ``status`` and ``body`` (chunked)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            length = next(
+                (int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")), 0
+            )
+            await reader.readexactly(length)
+            if head.startswith(b"GET"):
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+            else:
+                writer.write(
+                    b"HTTP/1.1 %d X\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n" % status
+                )
+                writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+                if close_after:  # no "connection: close": the client's pooled connection goes stale
+                    await writer.drain()
+                    break
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+
+
+def _delta(text: str | None = None, finish: str | None = None) -> dict[str, Any]:
+    return {"choices": [{"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}]}
+
+
+async def _run_scripted(
+    status: int, body: bytes, *, close_after: bool = False, requests: int = 1
+) -> list[list[EngineEvent]]:
+    pytest.importorskip("aiohttp", reason="the openai engine needs aiohttp (the 'openai' extra)")
+    from rtserver.engines.openai import OpenAIEngine
+
+    server, base = await _scripted_server(status, body, close_after=close_after)
+    engine = OpenAIEngine("m", base_url=base, capacity=2)
+    try:
+        await engine.start()
+        return [await _collect(engine, _req(8, rid=f"s{i}")) for i in range(requests)]
+    finally:
+        await engine.close()
+        server.close()
+
+
+async def test_openai_engine_reads_usage_and_survives_a_server_that_drops_idle_connections() -> None:
+    body = _sse(
+        ": keep-alive comment\r\n\r\n",
+        _delta("Hel"),
+        _delta("lo"),
+        _delta(finish="stop"),
+        {"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 2}},
+        "data: [DONE]\r\n\r\n",
+    )
+    for events in await _run_scripted(200, body, close_after=True, requests=3):
+        assert [e.text for e in events if isinstance(e, TokenEvent)] == ["Hel", "lo"]
+        assert events[-1] == FinishEvent("stop", 11, 2, events[-1].queue_ms)  # type: ignore[union-attr]
+
+
+async def test_openai_engine_reports_a_busy_server_as_overloaded_and_a_cut_stream_as_error() -> None:
+    (busy,) = await _run_scripted(429, b'{"error": "slow down"}')
+    assert isinstance(busy[-1], FinishEvent) and busy[-1].reason == "error" and busy[-1].error == "overloaded"
+    (cut,) = await _run_scripted(200, _sse(_delta("Hi"), "data: [DONE]\r\n\r\n"))
+    finish = cut[-1]
+    assert isinstance(finish, FinishEvent) and finish.reason == "error" and "finish reason" in (finish.error or "")
