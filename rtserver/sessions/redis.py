@@ -52,6 +52,13 @@ def _unpack(data: bytes | str) -> Any:
     return msgpack.unpackb(data, raw=False)
 
 
+def _continues(frame: dict[str, Any], after: int) -> bool:
+    """True when ``frame`` is the one right after seq ``after`` (the next token, or done)."""
+    if frame.get("type") == "done":
+        return bool(frame.get("last_seq", after) == after)
+    return bool(frame.get("seq") == after + 1)
+
+
 class RedisSessionStore:
     name = "redis"
 
@@ -180,13 +187,25 @@ class RedisSessionStore:
         await self._call("append_frames", op)
 
     async def read_frames(self, session_id: str, response_id: str, after: int) -> list[dict[str, Any]] | None:
-        raw = await self._call(
-            "read_frames",
-            lambda: self._redis.lrange(self._frames(session_id, response_id), 0, -1),
-        )
-        if not raw:
-            return None  # never written (append needs >= 1 frame), expired or deleted
-        frames = [_unpack(b) for b in raw]
+        key = self._frames(session_id, response_id)
+
+        async def op() -> list[dict[str, Any]] | None:
+            # Token frames are logged in seq order, so the list index of seq n is n - (first seq):
+            # read only the tail a follower has not seen, and the whole log if that guess misses.
+            # (A trim between the two reads shifts the list left: caught by the check on frames[0].)
+            head = await self._redis.lindex(key, 0)
+            if head is None:
+                return None  # never written (append needs >= 1 frame), expired or deleted
+            first = _unpack(head).get("seq")
+            start = after + 1 - first if isinstance(first, int) and after + 1 > first else 0
+            frames = [_unpack(b) for b in await self._redis.lrange(key, start, -1)]
+            if start and frames and not _continues(frames[0], after):
+                frames = [_unpack(b) for b in await self._redis.lrange(key, 0, -1)]
+            return frames
+
+        frames = await self._call("read_frames", op)
+        if frames is None:
+            return None
         return [f for f in frames if f.get("seq", -1) > after or f.get("type") == "done"]
 
     async def healthy(self) -> bool:

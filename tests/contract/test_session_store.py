@@ -301,6 +301,17 @@ async def test_replay_log_keeps_only_the_newest_frames(backend: Backend) -> None
     for i in range(0, 12, 3):
         await store.append_frames(sid, "r_1", tokens(i, 3))
     assert await store.read_frames(sid, "r_1", -1) == tokens(7, 5)
+    assert await store.read_frames(sid, "r_1", 8) == tokens(9, 3)
+    assert await store.read_frames(sid, "r_1", 11) == []
+
+
+async def test_frames_without_seq_do_not_hide_tokens(backend: Backend) -> None:
+    store = backend.make()
+    sid = new_session_id()
+    notice = {"type": "error", "response_id": "r_1", "code": "attachment_unsupported"}
+    await store.append_frames(sid, "r_1", [*tokens(0, 3), notice, *tokens(3, 3)])
+    assert await store.read_frames(sid, "r_1", 3) == tokens(4, 2)
+    assert await store.read_frames(sid, "r_1", 0) == tokens(1, 5)
 
 
 async def test_replay_log_expires(backend: Backend) -> None:
