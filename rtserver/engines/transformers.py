@@ -17,6 +17,8 @@ Contract beyond ``Engine``:
   processors); temperature 0 means greedy. ``repetition_penalty`` and ``seed`` are not
   supported by continuous batching and are ignored.
 * A crashed manager thread ends every open stream with reason ``"error"``.
+* ``GenerateRequest.prefix`` (an answer already partly sent) is appended to the
+  templated prompt, so the model goes on from it (``info.continues``).
 
 Runs on CUDA by default when available (bf16), else CPU (fp32) — the CPU path exists
 for the shared contract tests with a tiny random model. Needs the ``gpu`` extra.
@@ -71,7 +73,9 @@ class TransformersEngine:
     ) -> None:
         """``model`` is a local Hugging Face folder (config, weights, tokenizer with a chat template)."""
         self._path = model
-        self.info = EngineInfo(engine="transformers", model_id=model_id or Path(model).name, capacity=capacity)
+        self.info = EngineInfo(
+            engine="transformers", model_id=model_id or Path(model).name, capacity=capacity, continues=True
+        )
         self._device = device
         self._dtype = dtype
         self._attn = attn_implementation
@@ -169,6 +173,7 @@ class TransformersEngine:
     def _encode(self, request: GenerateRequest) -> list[int]:
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        prompt += request.prefix  # continue an answer already partly sent (another worker died)
         ids: list[int] = self.tokenizer.encode(prompt, add_special_tokens=False)
         return ids
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -193,6 +194,14 @@ async def test_openai_engine_sends_images_as_data_url_parts_only_when_declared()
     ]
     text_only = OpenAIEngine("m")._body(request)
     assert text_only["messages"][1] == {"role": "user", "content": "what is this?"}
+
+
+async def test_an_engine_that_continues_goes_on_from_a_prefix(engine: Engine) -> None:
+    if not engine.info.continues:
+        pytest.skip(f"{engine.info.engine} does not continue answers (info.continues is False)")
+    base = _req(8, temperature=0.0, rid="prefix")
+    events = await _collect(engine, dataclasses.replace(base, prefix="Once upon a time, a dragon"))
+    _check_stream(events, 8)
 
 
 # ------------------------------------------------------------------ openai engine edge cases, scripted server
