@@ -51,7 +51,7 @@ from typing import Literal, Protocol
 from rtserver.codes import ErrorCode
 from rtserver.exceptions import RouteError
 from rtserver.routing.classifier import Classification
-from rtserver.routing.signals import OVERRIDE_KEY, CueLexicon, Signals, context_key, extract_signals
+from rtserver.routing.signals import OVERRIDE_KEY, CueLexicon, Signals, extract_signals
 from rtserver.routing.usecases import MEDIA_MODALITIES, USE_CASE_SET, USE_CASES
 
 __all__ = [
@@ -187,12 +187,10 @@ def parse_override(context: Mapping[str, object] | None) -> str | None:
     return value
 
 
-def _full_context_hash(context: Mapping[str, object] | None) -> str:
-    if not context:
-        return ""
-    override = context.get(OVERRIDE_KEY)
-    rest = context_key(context)
-    return rest if override is None else f"{rest}:{override}"
+def _full_context_hash(context: Mapping[str, object] | None, key: str) -> str:
+    """``key`` (the context minus the override), with the override appended when present."""
+    override = context.get(OVERRIDE_KEY) if context else None
+    return key if override is None else f"{key}:{override}"
 
 
 class Router:
@@ -259,7 +257,7 @@ class Router:
         start = self._clock()
         override = parse_override(context)
         signals = extract_signals(text, attachment_kinds, context, self._lexicon)
-        ctx_hash = _full_context_hash(context)
+        ctx_hash = _full_context_hash(context, signals.context_key)
         if override is not None:
             return self._settle(state, signals, override, 1.0, None, ctx_hash, start)
         if state is not None and self.decide_bypass(state, signals):
