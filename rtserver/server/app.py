@@ -381,15 +381,32 @@ class Gateway:
             if live is None or (isinstance(exc, SessionError) and idle > self.settings.session_ttl_s):
                 raise
             session = live.session
-        if live is not None and session.last_accessed <= live.session.last_accessed:
-            session = live.session  # the store's record is older: our writes are still queued
+        if live is not None and session is not live.session:
+            if session.token_digest == live.session.token_digest:
+                session = live.session  # still ours: our copy is at least as new (writes may be queued)
+            elif live.session.token_matches(token) and not session.token_matches(token):
+                # Either our token rotation is still queued, or the client resumed elsewhere
+                # since and this token is stale: let our queued writes land, then look again.
+                assert self.writer is not None
+                if not await self.writer.flush(0.5):
+                    session = live.session  # the store is behind (outage, backlog): trust our copy
+                else:
+                    with contextlib.suppress(StoreError, SessionError):
+                        session = await self.store.load(hello.session_id)
+                    if session.token_digest == live.session.token_digest:
+                        session = live.session
         if not token or not session.token_matches(token):
             raise Unauthorized("resume token does not match")
         if live is not None and live.session is session:
             return live
-        if live is not None and live.detach_timer is not None:
-            live.detach_timer.cancel()  # the conversation moved on on another gateway: drop our copy
-            live.detach_timer = None
+        if live is not None:  # the conversation moved on on another gateway: drop our copy
+            if live.detach_timer is not None:
+                live.detach_timer.cancel()
+                live.detach_timer = None
+            if live.conn is not None:
+                live.conn.live = None
+                live.conn.close(CloseCode.SESSION_REPLACED, "session resumed on another socket")
+                live.conn = None
         live = LiveSession(session=session)
         if session.route:
             from rtserver.routing.router import InvalidRouteState, RouteState
@@ -483,11 +500,11 @@ class Gateway:
         conn.send_error(ProtocolError(ErrorCode.RECOVERY_IMPOSSIBLE, f"{response_id} stopped before its end"))
 
     async def _adopt_remote_turn(self, live: LiveSession, response_id: str, text_parts: list[str]) -> None:
-        """A response finished on another gateway: take the turn into our copy of the session.
+        """A response finished on another gateway: put its whole answer into our history.
 
-        That gateway saved the session (whole answer in its history) before it logged
-        ``done``, so the stored record is used; ``text_parts`` (only what we relayed)
-        is the fallback when the store cannot give it.
+        The answer is read back from the replay log (the other gateway's own save of it
+        is refused by the store once the token rotated here); ``text_parts``, what we
+        relayed, is the fallback when the log no longer starts at seq 0.
         """
         s = live.session
         if s.active_response != response_id:
@@ -495,17 +512,13 @@ class Gateway:
         s.active_response = None
         assert self.store is not None and self.writer is not None
         try:
-            stored: Session | None = await self.store.load(s.session_id)
-        except (StoreError, SessionError):
-            stored = None
-        if (stored is not None and stored.active_response != response_id and stored.history
-                and stored.history[-1][0] == "assistant"):
-            s.history = stored.history
-            s.request_count = max(s.request_count, stored.request_count)
-            s.bypass_count = max(s.bypass_count, stored.bypass_count)
-            s.context_changes = max(s.context_changes, stored.context_changes)
-            s.worker = stored.worker or s.worker
-        elif text_parts and (not s.history or s.history[-1][0] != "assistant"):
+            log_frames = await self.store.read_frames(s.session_id, response_id, -1) or []
+        except StoreError:
+            log_frames = []
+        tokens = [f for f in log_frames if f.get("type") == "token"]
+        if tokens and [f["seq"] for f in tokens] == list(range(len(tokens))):
+            text_parts = [f["text"] for f in tokens]
+        if text_parts and (not s.history or s.history[-1][0] != "assistant"):
             s.history.append(["assistant", "".join(text_parts)])
         self.writer.save(s)  # with our (rotated) resume token
 

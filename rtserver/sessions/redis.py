@@ -2,21 +2,30 @@
 
 Keys (``{…}`` is a Redis Cluster hash tag, so one session's keys share a slot)::
 
-    {prefix}:sess:{sid}          msgpack Session.to_dict(), PX = ttl (sliding)
+    {prefix}:sess:{sid}          hash: data = msgpack Session.to_dict(), digest = its token digest;
+                                 PX = ttl (sliding)
     {prefix}:seen:{sid}          tombstone "1", PX = ttl + tombstone: expired vs never-existed
+    {prefix}:retired:{sid}       set of token digests a resume replaced, PX = ttl + tombstone
     {prefix}:frames:{sid}:{rid}  list of msgpack frames of one response, capped, PX = replay ttl
     {prefix}:resp:{sid}          set of response ids with a frame log (to delete them with the session)
 
 Contract as in ``sessions/base.py``. Every call is bounded by ``op_timeout_s`` and
 raises ``StoreTimeout`` (slow) or ``StoreUnavailable`` (refused, reset, protocol
-error); nothing else escapes. ``load`` is one Lua script (read + slide, atomic);
-``save``, ``touch``, ``delete`` and ``append_frames`` are MULTI/EXEC transactions.
+error); nothing else escapes. ``load`` and ``save`` are Lua scripts, ``touch``,
+``delete`` and ``append_frames`` MULTI/EXEC transactions: each is atomic.
+
+Stale writers: a save that changes the token digest (a resume rotated the token)
+retires the previous digest, and a later save still carrying a retired digest is
+ignored. So a gateway that lost the conversation to another one (the client
+resumed elsewhere while the old socket looked alive, or while a response was still
+finishing there) cannot overwrite the newer record and lock the client out.
 ``available`` is the outcome of the last call (``healthy()`` refreshes it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -29,10 +38,11 @@ from rtserver.exceptions import SessionExpired, SessionNotFound, StoreTimeout, S
 from rtserver.sessions.base import Session
 
 T = TypeVar("T")
+log = logging.getLogger("rtserver.sessions")
 
 # KEYS: sess, seen.  ARGV: ttl_ms, seen_ms.  → {1, data} | {2} (expired) | {0} (not found)
 _LOAD = """
-local v = redis.call('GET', KEYS[1])
+local v = redis.call('HGET', KEYS[1], 'data')
 if v then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
@@ -40,6 +50,20 @@ if v then
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {2} end
 return {0}
+"""
+
+# KEYS: sess, seen, retired.  ARGV: data, digest, ttl_ms, seen_ms.  → 1 saved | 0 stale writer, ignored
+_SAVE = """
+if redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then return 0 end
+local prev = redis.call('HGET', KEYS[1], 'digest')
+if prev and prev ~= ARGV[2] then
+  redis.call('SADD', KEYS[3], prev)
+end
+redis.call('HSET', KEYS[1], 'data', ARGV[1], 'digest', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
+return 1
 """
 
 
@@ -89,6 +113,8 @@ class RedisSessionStore:
             max_connections=64,
         )
         self._load_script = self._redis.register_script(_LOAD)
+        self._save_script = self._redis.register_script(_SAVE)
+        self.stale_saves = 0  # saves ignored because their token digest was retired
         self.available = True
 
     # ------------------------------------------------------------------ keys
@@ -100,6 +126,9 @@ class RedisSessionStore:
 
     def _frames(self, sid: str, rid: str) -> str:
         return f"{self.prefix}:frames:{{{sid}}}:{rid}"
+
+    def _retired(self, sid: str) -> str:
+        return f"{self.prefix}:retired:{{{sid}}}"
 
     def _resp(self, sid: str) -> str:
         return f"{self.prefix}:resp:{{{sid}}}"
@@ -139,13 +168,12 @@ class RedisSessionStore:
         sid = session.session_id
         data = _pack(session.to_dict())
 
-        async def op() -> None:
-            async with self._redis.pipeline(transaction=True) as p:
-                p.set(self._sess(sid), data, px=self._ttl_ms)
-                p.set(self._seen(sid), b"1", px=self._seen_ms)
-                await p.execute()
-
-        await self._call("save", op)
+        keys = [self._sess(sid), self._seen(sid), self._retired(sid)]
+        args: list[bytes | str | int] = [data, session.token_digest, self._ttl_ms, self._seen_ms]
+        saved = await self._call("save", lambda: self._save_script(keys=keys, args=args))
+        if not int(saved):
+            self.stale_saves += 1
+            log.info("ignored a stale save of session %s (resumed elsewhere since)", sid[:8])
 
     async def touch(self, session_id: str) -> None:
         sid = session_id
@@ -163,7 +191,7 @@ class RedisSessionStore:
 
         async def op() -> None:
             rids = await self._redis.smembers(self._resp(sid))
-            keys = [self._sess(sid), self._seen(sid), self._resp(sid)]
+            keys = [self._sess(sid), self._seen(sid), self._retired(sid), self._resp(sid)]
             keys += [self._frames(sid, r.decode() if isinstance(r, bytes) else str(r)) for r in rids]
             await self._redis.delete(*keys)
 

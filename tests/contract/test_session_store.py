@@ -367,6 +367,27 @@ async def test_two_stores_on_one_backend_see_each_others_writes(backend: Backend
     assert await a.read_frames(s.session_id, "r_1", 0) == tokens(1, 2)
 
 
+async def test_save_from_a_superseded_copy_is_ignored(backend: Backend) -> None:
+    """A gateway still holding the conversation after the client resumed elsewhere cannot undo that."""
+    if backend.name == "memory":
+        pytest.skip("one process: there is no other gateway's copy")
+    a, b = backend.make(), backend.make()
+    s, _ = make_session(history=[["user", "hi"]])
+    await a.create(s)
+    moved = await b.load(s.session_id)
+    new_token = new_resume_token()
+    moved.token_digest = token_digest(new_token)  # resumed on b: the token rotates
+    await b.save(moved)
+    s.history.append(["assistant", "late write from a"])
+    await a.save(s)  # a finishes late, with its old copy
+    got = await b.load(s.session_id)
+    assert got.token_matches(new_token)
+    assert got.history == [["user", "hi"]]
+    moved.history.append(["user", "more"])
+    await b.save(moved)  # the new owner goes on saving
+    assert (await a.load(s.session_id)).history == [["user", "hi"], ["user", "more"]]
+
+
 async def test_healthy(backend: Backend) -> None:
     assert await backend.make().healthy()
 

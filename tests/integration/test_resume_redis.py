@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from rtserver.client import Client
+from rtserver.sessions.redis import RedisSessionStore
 from tests.redis_server import GatewayProcess, RedisServer, gateway_factory, redis_prefix, redis_server
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -174,3 +175,39 @@ async def test_idle_session_expires(
     async with await Client.connect(b.ws, hello=resume_hello(session)) as c2:
         assert c2.session is not None and c2.session["resumed"] is False
         assert [f["code"] for f in c2.pending if f["type"] == "error"] == ["session_expired"]
+
+
+async def test_old_gateway_finishing_late_does_not_undo_a_move(
+    pair: tuple[GatewayProcess, GatewayProcess], redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """The client moves to B while A still streams to the old socket; A's last save must not win."""
+    a, b = pair
+    old = await Client.connect(a.ws)
+    assert old.session is not None
+    session = old.session
+    await old.send_message("tell me a long story")
+    response_id = None
+    while response_id is None:
+        frame = await old.recv(10)
+        if frame["type"] == "route":
+            response_id = frame["response_id"]
+    async with await Client.connect(b.ws, hello=resume_hello(session)) as moved:
+        assert moved.session is not None and moved.session["resumed"] is True
+        newest = moved.session
+        await frames_until_done(old)  # A finished the response on its (still open) socket
+        store = RedisSessionStore(redis_server.url, prefix=redis_prefix)
+        try:  # A logs done after its final session save: once done is in the log, that save was made
+            for _ in range(200):
+                log = await store.read_frames(session["session_id"], response_id, -1) or []
+                if log and log[-1]["type"] == "done":
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("A never logged its done frame")
+            assert (await store.load(session["session_id"])).token_matches(newest["resume_token"])
+        finally:
+            await store.close()
+    await old.close()
+    async with await Client.connect(a.ws, hello=resume_hello(newest)) as back:
+        assert back.session is not None and back.session["resumed"] is True
+        assert back.pending == []
