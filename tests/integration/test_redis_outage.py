@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,25 @@ async def test_gateway_rides_out_a_redis_restart(
             assert back.session is not None and back.session["resumed"] is True
     finally:
         await store.close()
+
+
+async def test_gateway_starts_while_redis_is_down(
+    tmp_path: Path, redis_prefix: str, gateway_factory: Callable[..., GatewayProcess]
+) -> None:
+    redis = RedisServer(tmp_path / "late-redis")  # its port is chosen, nothing listens yet
+    gw = gateway_factory("--redis", redis.url, "--key-prefix", redis_prefix, *SERVE)
+    try:
+        await readyz_becomes(gw, "degraded")
+        async with await Client.connect(gw.ws) as c:
+            assert (await c.ask("hello")).done is not None
+            redis.start()
+            await readyz_becomes(gw, "ready")
+            assert c.session is not None
+            sid = c.session["session_id"]
+        store = RedisSessionStore(redis.url, prefix=redis_prefix)
+        try:  # the conversation held while Redis was missing is written once it appears
+            assert [role for role, _ in (await stored(store, sid, 1)).history] == ["user", "assistant"]
+        finally:
+            await store.close()
+    finally:
+        redis.stop()
