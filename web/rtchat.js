@@ -1137,12 +1137,20 @@
 
   // ------------------------------------------------------------------ styles and mounting
 
+  let cssReady = null; // a Promise while our stylesheet loads: the widget stays invisible until then (no flash)
+
   function ensureCss(href) {
-    if (href === false || document.querySelector('link[data-rtchat-css]')) return;
+    if (href === false || cssReady) return;
+    const existing = document.querySelector('link[data-rtchat-css]');
     const url = href || (scriptBase ? new URL('rtchat.css', scriptBase).href : null);
-    if (!url) return;
-    if (Array.from(document.styleSheets).some((s) => s.href === url)) return;
-    document.head.append(h('link', { rel: 'stylesheet', href: url, 'data-rtchat-css': '' }));
+    if (existing || !url || Array.from(document.styleSheets).some((sh) => sh.href === url)) return;
+    const link = h('link', { rel: 'stylesheet', href: url, 'data-rtchat-css': '' });
+    cssReady = new Promise((resolve) => {
+      link.addEventListener('load', resolve, { once: true });
+      link.addEventListener('error', resolve, { once: true });
+      window.setTimeout(resolve, 3000);
+    });
+    document.head.append(link);
   }
 
   const instances = [];
@@ -1152,6 +1160,10 @@
     ensureCss(options.css);
     const target = typeof element === 'string' ? document.querySelector(element) : element;
     const w = new Widget(target || document.body, options);
+    if (cssReady) {
+      w.root.style.visibility = 'hidden';
+      cssReady.then(() => { w.root.style.visibility = ''; });
+    }
     instances.push(w);
     return w;
   }
