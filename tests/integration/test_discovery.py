@@ -130,3 +130,31 @@ async def test_registration_lives_while_the_block_runs(redis_server: RedisServer
         assert not await r.exists(key)
     finally:
         await r.aclose()
+
+
+async def test_watcher_mirrors_registrations_and_keeps_static_workers(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    from rtserver.engines.synthetic import SyntheticEngine
+    from rtserver.workers.discovery import DiscoveryWatcher
+    from rtserver.workers.local import LocalWorker
+    from rtserver.workers.pool import WorkerPool
+
+    static = LocalWorker(SyntheticEngine(), name="static")
+    pool = WorkerPool([static])
+    watcher = DiscoveryWatcher(redis_server.url, pool, prefix=redis_prefix)
+    r = aioredis.Redis.from_url(redis_server.url)
+    try:
+        for name, address in (("w-a", "127.0.0.1:9"), ("w-static", static.address)):
+            await r.set(worker_key(redis_prefix, name), json.dumps({"name": name, "address": address}))
+        await r.set(worker_key(redis_prefix, "broken"), b"not json")
+        await watcher.sync()
+        assert sorted(w.address for w in pool.workers) == sorted([static.address, "127.0.0.1:9"])
+        assert pool.by_name("w-a") is not None
+        await r.delete(worker_key(redis_prefix, "w-a"), worker_key(redis_prefix, "w-static"))
+        await watcher.sync()
+        assert [w.address for w in pool.workers] == [static.address]  # never removes what it did not add
+    finally:
+        await pool.close()
+        await r.aclose()
+        await watcher._redis.aclose()
