@@ -73,7 +73,6 @@ def named(workers: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
     return next((w for w in workers if w["name"] == name), None)
 
 
-@pytest.mark.slow
 async def test_registered_worker_joins_and_leaves_the_pool(
     redis_server: RedisServer,
     redis_prefix: str,

@@ -19,7 +19,7 @@ from rtserver.sessions.base import Session
 from rtserver.sessions.redis import RedisSessionStore
 from tests.redis_server import GatewayProcess, RedisServer, gateway_factory, redis_factory, redis_prefix
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow]
+pytestmark = [pytest.mark.redis]
 __all__ = ["gateway_factory", "redis_factory", "redis_prefix"]
 
 SERVE = (

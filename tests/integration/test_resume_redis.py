@@ -17,7 +17,7 @@ from rtserver.client import Client
 from rtserver.sessions.redis import RedisSessionStore
 from tests.redis_server import GatewayProcess, RedisServer, gateway_factory, redis_prefix, redis_server
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow]
+pytestmark = [pytest.mark.redis]
 __all__ = ["gateway_factory", "redis_prefix", "redis_server"]
 
 TOKENS = 60
