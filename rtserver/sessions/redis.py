@@ -96,6 +96,7 @@ class RedisSessionStore:
         replay_ttl_s: float = 300.0,
         tombstone_s: float = 86400.0,
         op_timeout_s: float = 1.0,
+        max_connections: int = 64,
         client: aioredis.Redis | None = None,
     ) -> None:
         self.url = url
@@ -105,12 +106,17 @@ class RedisSessionStore:
         self._replay_cap = replay_frames
         self._replay_ms = max(1, int(replay_ttl_s * 1000))
         self._timeout = op_timeout_s
-        self._redis: aioredis.Redis = client or aioredis.Redis.from_url(
-            url,
-            socket_timeout=op_timeout_s,
-            socket_connect_timeout=op_timeout_s,
-            health_check_interval=30,
-            max_connections=64,
+        # A blocking pool: a burst of calls (every client resuming after a gateway restart)
+        # waits for one of ``max_connections`` connections instead of failing.
+        self._redis: aioredis.Redis = client or aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=op_timeout_s,
+                socket_timeout=op_timeout_s,
+                socket_connect_timeout=op_timeout_s,
+                health_check_interval=30,
+            )
         )
         self._load_script = self._redis.register_script(_LOAD)
         self._save_script = self._redis.register_script(_SAVE)
