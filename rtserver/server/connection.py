@@ -81,6 +81,9 @@ class Connection:
                                           else str(code)).inc()
             self.outbox.closed = True
             if code == CloseCode.SLOW_CONSUMER:
+                # Stop generating for a reader that cannot keep up (no resume grace): the
+                # frames so far stay in the replay log for a client that comes back.
+                self.gw.cancel_response(self)
                 self.outbox.drain_nowait()
                 task = asyncio.get_running_loop().create_task(self._close_slow(code, reason))
                 self.gw.track(task)
