@@ -51,6 +51,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     engine = create_engine(
         args.engine, model=args.model, model_id=args.model_id, capacity=args.capacity,
         synthetic_tokens=args.synthetic_tokens, synthetic_rate=args.synthetic_rate,
+        synthetic_first_token_ms=args.synthetic_first_token_ms,
+        **({"modalities": args.modalities} if args.engine == "openai" else {}),
+        **({"device": args.device} if args.device else {}),
         **({"base_url": args.base_url} if args.base_url else {}),
         **({"api_key": args.api_key} if args.api_key else {}),
     )
@@ -125,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--api-key", default="", help="openai engine: API key")
     worker.add_argument("--synthetic-tokens", type=int, default=32, help="synthetic engine: tokens per response")
     worker.add_argument("--synthetic-rate", type=float, default=50.0, help="synthetic engine: tokens/s per stream")
+    worker.add_argument("--synthetic-first-token-ms", type=float, default=0.0,
+                        help="synthetic engine: delay before the first token")
+    worker.add_argument("--modalities", default="text", help="openai engine: what the model takes, e.g. text,image")
+    worker.add_argument("--device", default="", help="transformers engine: cuda, cuda:1 or cpu (default: cuda if present)")
     worker.add_argument("--log-level", default="info")
     worker.add_argument("--log-json", action="store_true")
     worker.set_defaults(func=cmd_worker)

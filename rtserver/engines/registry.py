@@ -22,6 +22,7 @@ def create_engine(name: str, *, model: str, model_id: str | None = None, capacit
             model_id=model_id or "synthetic",
             tokens=int(opts.get("synthetic_tokens", 32)),
             tokens_per_s=float(opts.get("synthetic_rate", 50.0)),
+            first_token_ms=float(opts.get("synthetic_first_token_ms", 0.0)),
             capacity=max(capacity, 1024),
         )
     if name == "transformers":
