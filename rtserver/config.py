@@ -69,6 +69,8 @@ class Settings:
     session_ttl_s: float = _f(1800.0, "idle session lifetime (sliding)")
     key_prefix: str = _f("rt", "prefix of every Redis key")
     history_max_tokens: int = _f(1536, "history kept per conversation, in estimated tokens")
+    replay_ttl_s: float = _f(300.0, "how long a response's frames stay replayable")
+    store_timeout_s: float = _f(1.0, "timeout of one session store operation")
     replay_frames: int = _f(2048, "frames of an active response kept for resume")
     # --- workers
     worker: list[str] = _f([], "worker address HOST:PORT or unix:PATH (repeatable); none: embedded worker")

@@ -143,12 +143,13 @@ class Gateway:
             from rtserver.sessions.redis import RedisSessionStore
 
             store: SessionStore = RedisSessionStore(
-                s.redis, prefix=s.key_prefix, ttl_s=s.session_ttl_s, replay_frames=s.replay_frames
+                s.redis, prefix=s.key_prefix, ttl_s=s.session_ttl_s, replay_frames=s.replay_frames,
+                replay_ttl_s=s.replay_ttl_s, op_timeout_s=s.store_timeout_s,
             )
         else:
             from rtserver.sessions.memory import MemorySessionStore
 
-            mem = MemorySessionStore(ttl_s=s.session_ttl_s, replay_frames=s.replay_frames)
+            mem = MemorySessionStore(ttl_s=s.session_ttl_s, replay_frames=s.replay_frames, replay_ttl_s=s.replay_ttl_s)
             mem.start()
             store = mem
         self.metrics.store_up.set(1 if await store.healthy() else 0)
@@ -707,6 +708,7 @@ class Gateway:
         produced = 0  # tokens streamed so far, across workers
         seam: dict[str, str] | None = None
         batch: list[dict[str, Any]] = []
+        batch_started = 0.0
         assert self.writer is not None
         while True:
             attempts += 1
@@ -729,8 +731,11 @@ class Gateway:
                             resp.next_seq += 1
                             parts.append(ev.text)
                             live.emit(frame)
+                            if not batch:
+                                batch_started = now
                             batch.append(frame)
-                            if len(batch) >= 16:
+                            if len(batch) >= 16 or now - batch_started >= 0.05:
+                                # replay log: batched, but a follower on another gateway lags ≤ 50 ms
                                 self.writer.frames(live.session_id, resp.response_id, batch)
                                 batch = []
                             if clock.tokens == 1:
