@@ -58,7 +58,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         **({"api_key": args.api_key} if args.api_key else {}),
     )
     name = args.name or f"{args.engine}-{os.getpid()}"
-    settings = WorkerSettings(name=name, listen=args.listen, max_queue=args.max_queue)
+    settings = WorkerSettings(name=name, listen=args.listen, max_queue=args.max_queue,
+                              metrics_port=args.metrics_port, metrics_host=args.metrics_host)
 
     async def main() -> None:
         if args.redis:
@@ -122,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--name", default="", help="worker name shown in route frames")
     worker.add_argument("--capacity", type=int, default=16, help="concurrent sequences")
     worker.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond capacity")
+    worker.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port (0: off)")
+    worker.add_argument("--metrics-host", default="127.0.0.1", help="address of the /metrics endpoint")
     worker.add_argument("--redis", default="", help="register in Redis with a heartbeat TTL")
     worker.add_argument("--key-prefix", default="rt", help="Redis key prefix")
     worker.add_argument("--base-url", default="", help="openai engine: server URL, e.g. http://127.0.0.1:8080/v1")

@@ -8,7 +8,7 @@ never from user input. Each gateway/worker process owns one ``Metrics`` registry
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -86,6 +86,33 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class WorkerMetrics:
+    """What a worker process exports (``rtserver worker --metrics-port N``)."""
+
+    def __init__(self, load: Callable[[], tuple[int, int, int]]) -> None:
+        """``load`` returns (active, waiting, capacity) of the engine, read at scrape time."""
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("rtserver_worker_requests_total", "Generations finished", ["finish_reason"],
+                                registry=r)
+        self.rejected = Counter("rtserver_worker_rejected_total", "Generations refused", ["reason"], registry=r)
+        self.tokens = Counter("rtserver_worker_tokens_total", "Tokens generated", registry=r)
+        self.ttft_seconds = Histogram("rtserver_worker_ttft_seconds", "Request received to first token, in the worker",
+                                      buckets=_MS_BUCKETS, registry=r)
+        self.queue_seconds = Histogram("rtserver_worker_queue_seconds", "Wait for a sequence slot",
+                                       buckets=_MS_BUCKETS, registry=r)
+        Gauge("rtserver_worker_engine_active_sequences", "Sequences generating", registry=r).set_function(
+            lambda: load()[0])
+        Gauge("rtserver_worker_engine_waiting", "Requests waiting for a slot", registry=r).set_function(
+            lambda: load()[1])
+        Gauge("rtserver_worker_engine_capacity", "Sequence slots", registry=r).set_function(lambda: load()[2])
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        """Expose /metrics on ``addr:port`` (a thread; the worker's event loop is not involved)."""
+        from prometheus_client import start_http_server
+
+        start_http_server(port, addr=addr, registry=self.registry)
 
 
 def observe_many(histogram: Histogram, values: Sequence[float]) -> None:

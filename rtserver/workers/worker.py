@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any
 
 from rtserver.engines.base import Engine, FinishEvent, TokenEvent
 from rtserver.exceptions import WorkerProtocolError
+from rtserver.metrics import WorkerMetrics
 from rtserver.workers.wire import FrameReader, pack, request_from_frame
 
 log = logging.getLogger("rtserver.worker")
@@ -39,13 +41,16 @@ class WorkerSettings:
     listen: str  # "HOST:PORT" or "unix:PATH"
     max_queue: int = 64
     heartbeat_s: float = 0.5
+    metrics_port: int = 0  # 0: no /metrics endpoint
+    metrics_host: str = "0.0.0.0"
     drain_timeout_s: float = 30.0
 
 
 class WorkerServer:
-    def __init__(self, engine: Engine, settings: WorkerSettings) -> None:
+    def __init__(self, engine: Engine, settings: WorkerSettings, metrics: WorkerMetrics | None = None) -> None:
         self.engine = engine
         self.settings = settings
+        self.metrics = metrics
         self.draining = False
         self._inflight = 0
         self._server: asyncio.AbstractServer | None = None
@@ -120,18 +125,32 @@ class WorkerServer:
                 await asyncio.sleep(self.settings.heartbeat_s)
                 await send(self.load_frame())
 
+        metrics = self.metrics
+
         async def run(wire_id: int, frame: dict[str, Any]) -> None:
+            started = time.perf_counter()
+            first = True
             try:
                 request = request_from_frame(frame)
                 async for event in self.engine.generate(request):
                     if isinstance(event, TokenEvent):
+                        if metrics is not None:
+                            metrics.tokens.inc(event.tokens)
+                            if first:
+                                metrics.ttft_seconds.observe(time.perf_counter() - started)
+                                metrics.queue_seconds.observe((event.queue_ms or 0.0) / 1000)
+                        first = False
                         tok: dict[str, Any] = {"t": "tok", "id": wire_id, "text": event.text, "n": event.tokens}
                         if event.queue_ms is not None:
                             tok["q"] = event.queue_ms
                         await send(tok)
                     else:
+                        if metrics is not None:
+                            metrics.requests.labels(event.reason).inc()
                         await send(_done(wire_id, event))
             except asyncio.CancelledError:
+                if metrics is not None:
+                    metrics.requests.labels("cancelled").inc()
                 with contextlib.suppress(Exception):
                     await send({"t": "done", "id": wire_id, "reason": "cancelled", "prompt": 0, "completion": 0})
                 raise
@@ -154,6 +173,8 @@ class WorkerServer:
                         wire_id = int(frame["id"])
                         if self.draining or self._inflight >= self.engine.info.capacity + self.settings.max_queue:
                             why = "draining" if self.draining else "overloaded"
+                            if metrics is not None:
+                                metrics.rejected.labels(why).inc()
                             await send({"t": "done", "id": wire_id, "reason": "error", "prompt": 0, "completion": 0, "error": why})
                             continue
                         self._inflight += 1
@@ -195,7 +216,15 @@ def _done(wire_id: int, event: FinishEvent) -> dict[str, Any]:
 async def serve_worker(engine: Engine, settings: WorkerSettings, *, ready_fd: int | None = None) -> None:
     """Run a worker until SIGTERM/SIGINT, then drain. Prints the bound address when ready."""
     await engine.start()
-    server = WorkerServer(engine, settings)
+    metrics: WorkerMetrics | None = None
+    if settings.metrics_port:
+        def load() -> tuple[int, int, int]:
+            current = engine.load()
+            return current.active, current.waiting, current.capacity
+
+        metrics = WorkerMetrics(load)
+        metrics.serve(settings.metrics_port, settings.metrics_host)
+    server = WorkerServer(engine, settings, metrics)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
