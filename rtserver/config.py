@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import typing
@@ -60,6 +61,7 @@ class Settings:
     ping_interval_s: float = _f(20.0, "WebSocket ping interval (0 disables)")
     ping_timeout_s: float = _f(20.0, "close when a ping is not answered within this")
     max_connections_per_ip: int = _f(64, "concurrent sockets per client address")
+    trusted_proxies: list[str] = _f([], "proxy addresses/CIDRs whose X-Real-IP / X-Forwarded-For names the client")
     # --- security
     auth_secret: str = _f("", "HMAC secret of connection tokens (JWT HS256); set: every socket needs a token")
     allow_anonymous: bool = _f(False, "serve a non-local address without auth (only behind an authenticating proxy)")
@@ -158,6 +160,11 @@ def _check(s: Settings) -> Settings:
     for name in ("max_frame_bytes", "max_text_chars", "max_attachment_bytes", "outbox_frames", "capacity", "max_tokens"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+    for proxy in s.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"trusted_proxies: {proxy!r} is not an address or CIDR") from None
     bad = set(s.models) - set(USE_CASES)
     if bad:
         raise ConfigError(f"[models] names unknown use cases: {', '.join(sorted(bad))}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import secrets
 import signal
@@ -85,6 +86,7 @@ class Gateway:
         self._ip_counts: dict[str, int] = {}
         self.ready = False
         self.auth_secret = settings.auth_secret
+        self._proxies = [ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies]
 
     # ================================================================= lifespan
     @contextlib.asynccontextmanager
@@ -265,7 +267,7 @@ class Gateway:
     async def _handle(self, ws: ServerConnection) -> None:
         encoding = SUBPROTOCOLS.get(ws.subprotocol or "", "json")
         conn = Connection(self, ws, encoding)
-        ip = str(ws.remote_address[0]) if ws.remote_address else "?"
+        ip = self._client_ip(ws)
         self._conns.add(conn)
         self._ip_counts[ip] = self._ip_counts.get(ip, 0) + 1
         self.metrics.connections.inc()
@@ -283,6 +285,22 @@ class Gateway:
             else:
                 self._ip_counts.pop(ip, None)
             self.metrics.connections.dec()
+
+    def _client_ip(self, ws: ServerConnection) -> str:
+        """The peer address, or the client a trusted proxy forwarded (X-Real-IP, else the
+        last X-Forwarded-For hop)."""
+        peer = str(ws.remote_address[0]) if ws.remote_address else "?"
+        if not self._proxies or ws.request is None:
+            return peer
+        try:
+            addr = ipaddress.ip_address(peer)
+        except ValueError:
+            return peer
+        if not any(addr in net for net in self._proxies):
+            return peer
+        headers = ws.request.headers
+        forwarded = headers.get("X-Real-IP") or headers.get("X-Forwarded-For", "").split(",")[-1]
+        return forwarded.strip()[:64] or peer
 
     def _admission(self, ws: ServerConnection, ip: str, conn: Connection) -> tuple[RtServerError, int] | None:
         """Checks at connect time; a refusal is sent as a fatal error frame plus a 4xxx close,

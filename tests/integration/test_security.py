@@ -124,3 +124,15 @@ async def test_message_rate_limit() -> None:
                 await c.send({"type": "ping"})
             codes = [(await c.recv(5)).get("code") for _ in range(4)]
             assert codes.count("rate_limited") >= 1
+
+
+async def test_per_address_cap_behind_a_trusted_proxy() -> None:
+    gw = await start(max_connections_per_ip=1, trusted_proxies=["127.0.0.0/8"])
+    async with gw.lifespan():
+        url = f"ws://127.0.0.1:{gw.port}/ws"
+        async with await Client.connect(url, headers={"X-Real-IP": "203.0.113.7"}):
+            # another client behind the same proxy is not counted against the first
+            async with await Client.connect(url, headers={"X-Real-IP": "203.0.113.8"}) as other:
+                assert (await other.ask("hi")).done is not None
+            error, code = await refused(url, None, additional_headers={"X-Forwarded-For": "10.0.0.1, 203.0.113.7"})
+            assert error["code"] == "rate_limited" and code == 4029
