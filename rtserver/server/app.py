@@ -201,11 +201,23 @@ class Gateway:
         )
 
     async def _watch_workers(self) -> None:
+        m = self.metrics
+        shown: set[tuple[str, str]] = set()
         while True:
+            now: set[tuple[str, str]] = set()
             for w in self.pool.workers:
-                self.metrics.worker_up.labels(w.state.name, w.state.model).set(1 if w.alive else 0)
-                self.metrics.worker_load.labels(w.state.name).set(w.state.active)
-                self.metrics.worker_queue.labels(w.state.name).set(w.state.waiting)
+                now.add((w.state.name, w.state.model))
+                m.worker_up.labels(w.state.name, w.state.model).set(1 if w.alive else 0)
+                m.worker_load.labels(w.state.name).set(w.state.active)
+                m.worker_queue.labels(w.state.name).set(w.state.waiting)
+            for name, model in shown - now:  # a worker left the pool: drop its series
+                with contextlib.suppress(KeyError):
+                    m.worker_up.remove(name, model)
+                if name not in {n for n, _ in now}:
+                    for gauge in (m.worker_load, m.worker_queue):
+                        with contextlib.suppress(KeyError):
+                            gauge.remove(name)
+            shown = now
             if self.store is not None and self.writer is not None and not self.writer.degraded:
                 self.metrics.store_up.set(1 if await self.store.healthy() else 0)
             await asyncio.sleep(1.0)
