@@ -21,7 +21,7 @@ def free_port() -> int:
 
 async def test_worker_metrics_endpoint() -> None:
     port = free_port()
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 - a short-lived start, read on a thread below
         [sys.executable, "-m", "rtserver", "worker", "--engine", "synthetic", "--synthetic-tokens", "7",
          "--synthetic-rate", "0", "--listen", "127.0.0.1:0", "--name", "m1", "--metrics-port", str(port)],
         stdout=subprocess.PIPE, start_new_session=True,
