@@ -164,7 +164,7 @@ class Gateway:
         s = self.settings
         classifier = IntentClassifier.load(Path(s.classifier) if s.classifier else None)
         self._executor = ThreadPoolExecutor(max(1, s.classifier_threads), thread_name_prefix="classifier")
-        classifier.classify("warm up")
+        classifier.warm_up()
         return Router(classifier, s.model_map(), executor=self._executor)
 
     async def _open_workers(self, stack: contextlib.AsyncExitStack) -> None:
