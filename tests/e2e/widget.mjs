@@ -286,7 +286,14 @@ const scenarios = {
     // the copy button copies the code
     await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: BASE });
     await page.locator(`${lastAssistant} >> .rtc-copy`).click();
-    check('copy button says copied', (await page.locator(`${lastAssistant} >> .rtc-copy`).textContent()) === 'Copied');
+    // the clipboard write is asynchronous: wait (bounded) for the button to report its outcome
+    const copyBtn = page.locator(`${lastAssistant} >> .rtc-copy`);
+    const copied = await copyBtn.evaluate((b) => new Promise((resolve) => {
+      const t0 = Date.now();
+      const poll = () => (b.textContent !== 'Copy' || Date.now() - t0 > 5000 ? resolve(b.textContent) : setTimeout(poll, 20));
+      poll();
+    }));
+    check('copy button says copied', copied === 'Copied', copied);
     const clip = await page.evaluate(() => navigator.clipboard.readText());
     check('clipboard holds the code block', clip === evil, clip);
     // a user message with the same markup, typed for real and answered by the model

@@ -65,7 +65,10 @@ async def test_cancel_stops_the_response_within_one_token(server: Proc) -> None:
             if frame["type"] == "done":
                 done = frame
         assert done is not None and done["finish_reason"] == "cancelled"
-        assert tokens_after <= 1
+        # Generation stops at the first token after the cancel reaches the server; a frame
+        # already on the wire when it arrived may land too.
+        assert tokens_after <= 2
+        assert done["last_seq"] == tokens_before + tokens_after - 1  # nothing after done
         # the conversation goes on
         turn = await c.ask("Thanks. Now say hi.")
         assert turn.done is not None and turn.done["finish_reason"] in ("stop", "length")
