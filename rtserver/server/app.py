@@ -591,6 +591,9 @@ class Gateway:
         while len(live.responses) > 4:
             live.responses.pop(next(iter(live.responses)))
         self.metrics.messages.labels(conn.encoding).inc()
+        if self.settings.log_content:  # off by default: no user content in logs
+            log.info("message %s", msg.id, extra={"session_id": live.session_id, "response_id": response_id,
+                                                  "text": msg.text[:2000]})
         resp.task = asyncio.create_task(self._respond(live, resp, msg, received))
 
     def cancel_response(self, conn: Connection) -> None:
@@ -842,6 +845,13 @@ class Gateway:
         resp.finished = True
         live.response = None
         self.metrics.responses.labels(reason).inc()
+        if log.isEnabledFor(logging.INFO):
+            extra: dict[str, Any] = {
+                "session_id": live.session_id, "response_id": resp.response_id, "decision": clock.decision,
+                "use_case": use_case, "model": model, "worker": session.worker, "finish_reason": reason,
+                "ttft_ms": done.stats.ttft_ms, "total_ms": done.stats.total_ms, "tokens": completion,
+            }
+            log.info("response %s %s", resp.response_id, reason, extra=extra)
         self.metrics.turn_seconds.observe(now - clock.received)
         observe_many(self.metrics.token_gap_seconds, [g / 1000.0 for g in clock.gaps_ms])  # once per response
         if live.conn is not None:
