@@ -18,7 +18,7 @@ async def converse(caplog: pytest.LogCaptureFixture, **overrides: object) -> lis
     gw = Gateway(load_settings(env={}, overrides=dict(
         port=0, embedded_engine="synthetic", embedded_mode="inproc", model_id="synthetic", synthetic_tokens=3,
         synthetic_rate=0, **overrides)))
-    with caplog.at_level(logging.DEBUG):
+    with caplog.at_level(logging.DEBUG, logger="rtserver"):  # all of rtserver; the library is kept at WARNING
         async with gw.lifespan():
             async with await Client.connect(f"ws://127.0.0.1:{gw.port}/ws") as c:
                 turn = await c.ask(SECRET)
