@@ -13,6 +13,9 @@ from rtserver.routing.training.dataset import TRAIN_FILE, VAL_FILE, load_example
 from rtserver.routing.usecases import USE_CASES
 
 MANIFEST = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
+# The documented floor for the validation macro accuracy (docs/routing.md): the manifest's
+# score less the spread seen across CPUs, and never below the routing target of 0.93.
+VAL_MACRO_FLOOR = max(0.93, MANIFEST["metrics"]["val_macro_accuracy"] - 0.02)
 ACCEPTANCE = {
     "write a python function to sort a list",
     "now make it handle images instead",
@@ -50,8 +53,9 @@ def test_validation_macro_accuracy_of_shipped_model(shipped: IntentClassifier) -
         rows = [e for e in val if e.label == uc]
         per_class.append(np.mean([shipped.classify(e.text).use_case == uc for e in rows]))
     macro = float(np.mean(per_class))
-    assert macro >= 0.93
-    assert macro == pytest.approx(MANIFEST["metrics"]["val_macro_accuracy"], abs=1e-4)
+    # onnxruntime picks its int8 kernels by CPU, so the score moves with the machine
+    # (0.9612 and 0.9741 were both seen; docs/routing.md lists them). A floor, never equality.
+    assert macro >= VAL_MACRO_FLOOR
 
 
 @pytest.mark.model
