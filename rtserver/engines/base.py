@@ -53,6 +53,9 @@ class GenerateRequest:
     # from there (used to continue a response whose worker died). Only engines whose
     # ``info.continues`` is True are given one.
     prefix: str = ""
+    # The gateway's key for the conversation (its session id). Engines that retain KV
+    # between turns (gpu) keep this request's KV under it for the next turn; others ignore it.
+    conversation: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,7 @@ class FinishEvent:
     completion_tokens: int
     queue_ms: float = 0.0
     error: str | None = None
+    cached_tokens: int = 0  # prompt tokens whose KV was reused from the conversation's previous turn
 
 
 EngineEvent = TokenEvent | FinishEvent

@@ -7,7 +7,7 @@ from typing import Any
 from rtserver.engines.base import Engine
 from rtserver.exceptions import ConfigError
 
-ENGINES = ("openvino", "transformers", "openai", "synthetic")
+ENGINES = ("openvino", "transformers", "gpu", "openai", "synthetic")
 
 
 def create_engine(name: str, *, model: str, model_id: str | None = None, capacity: int = 16, **opts: Any) -> Engine:
@@ -29,6 +29,10 @@ def create_engine(name: str, *, model: str, model_id: str | None = None, capacit
         from rtserver.engines.transformers import TransformersEngine  # type: ignore[import-not-found,unused-ignore]
 
         return TransformersEngine(model, model_id=model_id, capacity=capacity, **opts)  # type: ignore[no-any-return,unused-ignore]
+    if name == "gpu":
+        from rtserver.engines.gpu.engine import GpuEngine  # type: ignore[import-not-found,unused-ignore]
+
+        return GpuEngine(model, model_id=model_id, capacity=capacity, **opts)  # type: ignore[no-any-return,unused-ignore]
     if name == "openai":
         from rtserver.engines.openai import OpenAIEngine  # type: ignore[import-not-found,unused-ignore]
 
