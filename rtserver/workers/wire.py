@@ -4,10 +4,11 @@ A stream of msgpack maps, back to back (msgpack is self-delimiting), each with a
 ``t`` (type) key. Requests are multiplexed by ``id`` (an int chosen by the gateway,
 unique per connection).
 
-gateway → worker: ``gen`` {id, messages: [[role, content], …], params: {…}, media?: [[kind, mime, bytes], …]},
+gateway → worker: ``gen`` {id, messages: [[role, content], …], params: {…}, media?: [[kind, mime, bytes], …],
+prefix?, conv? (the conversation key: engines that retain KV reuse it on the next turn)},
 ``cancel`` {id}, ``ping`` {ts}.
 worker → gateway: ``ready`` {name, engine, model, modalities, capacity, pid},
-``tok`` {id, text, n}, ``done`` {id, reason, prompt, completion, queue_ms, error?},
+``tok`` {id, text, n}, ``done`` {id, reason, prompt, completion, queue_ms, error?, cached?},
 ``load`` {active, waiting, capacity, draining}, ``pong`` {ts}.
 """
 
@@ -74,6 +75,8 @@ def gen_frame(wire_id: int, request: GenerateRequest) -> dict[str, Any]:
         frame["media"] = [[m.kind, m.mime, m.data] for m in request.media]
     if request.prefix:
         frame["prefix"] = request.prefix
+    if request.conversation:
+        frame["conv"] = request.conversation
     return frame
 
 
@@ -83,6 +86,8 @@ def request_from_frame(frame: dict[str, Any]) -> GenerateRequest:
         params = SamplingParams(**frame.get("params", {}))
         media = tuple(MediaPart(kind, mime, data) for kind, mime, data in frame.get("media", ()))
         prefix = str(frame.get("prefix", ""))
-        return GenerateRequest(str(frame.get("rid", frame["id"])), messages, params, media, prefix)
+        conv = frame.get("conv")
+        return GenerateRequest(str(frame.get("rid", frame["id"])), messages, params, media, prefix,
+                               str(conv) if conv else None)
     except (KeyError, TypeError, ValueError) as exc:
         raise WorkerProtocolError(f"bad gen frame: {exc}") from None

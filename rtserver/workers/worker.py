@@ -210,6 +210,8 @@ def _done(wire_id: int, event: FinishEvent) -> dict[str, Any]:
     }
     if event.error:
         frame["error"] = event.error
+    if event.cached_tokens:
+        frame["cached"] = event.cached_tokens
     return frame
 
 

@@ -3,6 +3,7 @@
 * synthetic: always.
 * openvino: the real embedded SmolLM2-135M (marker ``model``).
 * transformers: a tiny randomly initialised Llama on CPU (skipped without torch/transformers).
+* gpu: a tiny Llama (larger random weights) on the gpu engine's eager CPU path (skipped without torch/transformers).
 * openai: a REAL third-party OpenAI-compatible server, llama-cpp-python's
   ``llama_cpp.server`` serving the SmolLM2 GGUF (skipped when llama_cpp is not installed:
   ``pip install 'llama-cpp-python[server]==0.3.36'``, a ~10 minute CPU build).
@@ -36,6 +37,7 @@ ENGINES = [
     "synthetic",
     pytest.param("openvino", marks=pytest.mark.model),
     "transformers",
+    "gpu",
     "openai",
 ]
 PROMPT = "Write a long story about a dragon who learns to bake bread."
@@ -58,6 +60,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
+@pytest.fixture(scope="module")
+def tiny_varied_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama with larger random weights and untied embeddings: its greedy answer is words, not <unk>
+    (the gpu engine's greedy is exact argmax, as transformers' ``generate``)."""
+    pytest.importorskip("torch", reason="the gpu engine needs torch (the 'gpu' extra)")
+    pytest.importorskip("transformers", reason="the gpu engine needs transformers (the 'gpu' extra)")
+    from tests.fixtures.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama-varied"), initializer_range=0.2, tie_word_embeddings=False)
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=ENGINES)
 async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
     name: str = request.param
@@ -77,6 +90,11 @@ async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
         eng = TransformersEngine(
             str(request.getfixturevalue("tiny_model_dir")), model_id="tiny", capacity=4, device="cpu"
         )
+    elif name == "gpu":
+        from rtserver.engines.gpu.engine import GpuEngine
+
+        eng = GpuEngine(str(request.getfixturevalue("tiny_varied_model_dir")), model_id="tiny", capacity=4, device="cpu",
+                        max_len=512)
     else:
         pytest.importorskip("aiohttp", reason="the openai engine needs aiohttp (the 'openai' extra)")
         from rtserver.engines.openai import OpenAIEngine
@@ -169,7 +187,7 @@ async def test_load_is_sane(engine: Engine) -> None:
     await stream.aclose()  # type: ignore[attr-defined]
     await _until_idle(engine)
     assert engine.load().active == 0
-    assert engine.info.engine in ("synthetic", "openvino", "transformers", "openai")
+    assert engine.info.engine in ("synthetic", "openvino", "transformers", "gpu", "openai")
     assert "text" in engine.info.modalities
 
 

@@ -137,7 +137,7 @@ class GpuEngine:
         eos_ids = set(eos) if isinstance(eos, (list, tuple)) else ({int(eos)} if eos is not None else set())
         self._hf = None  # our copy of the weights is all we need
         max_len = min(self._max_len, model.args.max_positions)
-        self.runner = Runner(model, slots=self._slots, max_len=max_len, max_batch=self.info.capacity, mode=self._mode)
+        self.runner = Runner(model, slots=self._slots, max_len=max_len, mode=self._mode)
         if self._warm:
             shapes = self.runner.warm_up()
             log.info("gpu engine: %s decode shapes prepared (%s)", shapes, self.runner.mode)

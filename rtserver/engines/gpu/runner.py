@@ -46,7 +46,7 @@ def bucket(value: int, sizes: Sequence[int]) -> int:
 
 
 class Runner:
-    def __init__(self, model: Transformer, *, slots: int, max_len: int, max_batch: int, mode: DecodeMode) -> None:
+    def __init__(self, model: Transformer, *, slots: int, max_len: int, mode: DecodeMode) -> None:
         self.model = model
         self.slots = slots
         self.max_len = max_len
@@ -55,7 +55,7 @@ class Runner:
             mode = "eager"
         self.mode: DecodeMode = mode
         model.setup_cache(slots, max_len)
-        self.batch_sizes = buckets(min(max_batch, slots), 1)
+        self.batch_sizes = buckets(slots, 1)  # rows 0 … highest decoding slot (can exceed capacity)
         self.len_sizes = buckets(max_len, min(256, max_len))
         dev, v = self.device, model.args.vocab_size
         self.temperature = torch.zeros(slots, device=dev)

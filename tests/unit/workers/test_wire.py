@@ -37,9 +37,17 @@ def test_a_generate_request_round_trips() -> None:
         SamplingParams(max_tokens=9, temperature=0.0, top_p=1.0, repetition_penalty=1.1, seed=3),
         (MediaPart("image", "image/png", b"\x89PNG"),),
         prefix="Once upon",
+        conversation="sess-42",
     )
     frames = list(FrameReader().feed(pack(gen_frame(7, req))))
     assert frames[0]["id"] == 7 and request_from_frame(frames[0]) == req
+    assert frames[0]["conv"] == "sess-42"
+
+
+def test_a_gen_frame_without_a_conversation_key_has_none() -> None:
+    req = GenerateRequest("r_2", (ChatMessage("user", "hi"),))
+    frame = gen_frame(1, req)
+    assert "conv" not in frame and request_from_frame(frame).conversation is None
 
 
 def test_a_bad_gen_frame_is_a_protocol_error() -> None:
