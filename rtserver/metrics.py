@@ -135,3 +135,31 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
         if c:
             buckets[i].inc(c)
     total.inc(sum(values))
+
+
+class KvRetentionCollector:
+    """KV retention of an engine that keeps conversations' KV between turns (the gpu engine),
+    read at scrape time from ``stats()``, which returns an object with ``retained_tokens``,
+    ``retained_conversations``, ``hits``, ``misses``, ``evictions`` and ``reused_tokens``."""
+
+    def __init__(self, stats: Callable[[], object]) -> None:
+        self._stats = stats
+
+    def collect(self) -> list[object]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        s = self._stats()
+        return [
+            GaugeMetricFamily("rtserver_worker_kv_retained_tokens", "Tokens of KV kept for conversations between turns",
+                              value=getattr(s, "retained_tokens", 0)),
+            GaugeMetricFamily("rtserver_worker_kv_retained_conversations", "Conversations whose KV is kept",
+                              value=getattr(s, "retained_conversations", 0)),
+            CounterMetricFamily("rtserver_worker_kv_hits", "Turns that found their conversation's KV",
+                                value=getattr(s, "hits", 0)),
+            CounterMetricFamily("rtserver_worker_kv_misses", "Turns with a conversation key but no retained KV",
+                                value=getattr(s, "misses", 0)),
+            CounterMetricFamily("rtserver_worker_kv_evictions", "Retained KV dropped to make room (LRU)",
+                                value=getattr(s, "evictions", 0)),
+            CounterMetricFamily("rtserver_worker_kv_reused_tokens", "Prompt tokens served from retained KV",
+                                value=getattr(s, "reused_tokens", 0)),
+        ]

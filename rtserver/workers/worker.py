@@ -225,6 +225,11 @@ async def serve_worker(engine: Engine, settings: WorkerSettings, *, ready_fd: in
             return current.active, current.waiting, current.capacity
 
         metrics = WorkerMetrics(load)
+        kv_stats = getattr(engine, "kv_stats", None)
+        if callable(kv_stats):  # an engine that retains KV per conversation (gpu)
+            from rtserver.metrics import KvRetentionCollector
+
+            metrics.registry.register(KvRetentionCollector(kv_stats))  # type: ignore[arg-type]
         metrics.serve(settings.metrics_port, settings.metrics_host)
     server = WorkerServer(engine, settings, metrics)
     await server.start()

@@ -32,12 +32,12 @@ log = logging.getLogger("rtserver.engines.gpu")
 DecodeMode = Literal["graphs", "compile", "eager"]
 
 
-def buckets(limit: int, first: int) -> list[int]:
-    """Powers of two from ``first`` below ``limit``, then ``limit``."""
+def buckets(limit: int, first: int, linear_from: int | None = None) -> list[int]:
+    """Powers of two from ``first`` below ``limit`` (steps of ``linear_from/2`` past ``linear_from``), then ``limit``."""
     out, b = [], first
     while b < limit:
         out.append(b)
-        b *= 2
+        b = b + linear_from // 2 if linear_from and b >= linear_from else b * 2
     return [*out, limit]
 
 
@@ -56,7 +56,7 @@ class Runner:
         self.mode: DecodeMode = mode
         model.setup_cache(slots, max_len)
         self.batch_sizes = buckets(slots, 1)  # rows 0 … highest decoding slot (can exceed capacity)
-        self.len_sizes = buckets(max_len, min(256, max_len))
+        self.len_sizes = buckets(max_len, min(256, max_len), linear_from=1024)  # 256 512 1024 1536 2048 2560 …
         dev, v = self.device, model.args.vocab_size
         self.temperature = torch.zeros(slots, device=dev)
         self.top_p = torch.ones(slots, device=dev)

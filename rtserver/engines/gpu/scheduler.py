@@ -77,6 +77,7 @@ class Scheduler:
         self._queued = 0  # submitted, not yet admitted (read by load())
         self._thread: threading.Thread | None = None
         self.steps = 0
+        self.profile = {"decode_steps": 0, "decode_rows": 0, "decode_s": 0.0, "host_s": 0.0, "prefill_s": 0.0}
 
     # ------------------------------------------------------------------ any thread
     def start(self) -> None:
@@ -171,7 +172,9 @@ class Scheduler:
         chunk = self.chunk if self._decoding else 4 * self.chunk
         part = seq.prompt[seq.kv : seq.kv + chunk]
         last = seq.kv + len(part) == len(seq.prompt)
+        started = self.clock()
         token = self.runner.prefill(seq.slot, part, seq.kv, last)
+        self.profile["prefill_s"] += self.clock() - started  # device time shows only when the chunk samples
         seq.kv += len(part)
         if token is not None:
             with self._lock:
@@ -183,11 +186,18 @@ class Scheduler:
         if not self._decoding:
             return
         by_slot = {seq.slot: seq for seq in self._decoding}
+        started = self.clock()
         tokens = self.runner.decode({slot: seq.kv for slot, seq in by_slot.items()})
+        decoded = self.clock()
         for slot, token in tokens.items():
             seq = by_slot[slot]
             seq.kv += 1
             self._on_token(seq, token, events)
+        p = self.profile
+        p["decode_steps"] += 1
+        p["decode_rows"] += len(tokens)
+        p["decode_s"] += decoded - started
+        p["host_s"] += self.clock() - decoded
 
     def _on_token(self, seq: Sequence, token: int, events: list[tuple[Any, EngineEvent]]) -> None:
         seq.generated.append(token)
