@@ -19,11 +19,11 @@ import pytest_asyncio
 pytest.importorskip("torch", reason="the gpu engine needs torch (the 'gpu' extra)")
 pytest.importorskip("transformers", reason="the gpu engine needs transformers (the 'gpu' extra)")
 
-import torch  # noqa: E402
+import torch
 
-from rtserver.engines.base import ChatMessage, EngineEvent, FinishEvent, GenerateRequest, SamplingParams, TokenEvent  # noqa: E402
-from rtserver.engines.gpu.engine import GpuEngine  # noqa: E402
-from tests.fixtures.tiny_model import SPECIALS, build_tokenizer, tiny_config  # noqa: E402
+from rtserver.engines.base import ChatMessage, EngineEvent, FinishEvent, GenerateRequest, SamplingParams, TokenEvent
+from rtserver.engines.gpu.engine import GpuEngine
+from tests.fixtures.tiny_model import SPECIALS, build_tokenizer, tiny_config
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 VOCAB = 512

@@ -127,7 +127,8 @@ class GpuEngine:
             check_supported(config)
             try:
                 self.tokenizer = tf.AutoTokenizer.from_pretrained(path)
-                hf = tf.AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+                loaded: Any = tf.AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+                hf = loaded.to(device)
             except Exception as exc:
                 raise EngineError(f"gpu engine could not load {path}: {exc}") from exc
         model = from_hf(hf)

@@ -19,7 +19,7 @@ and Llama's ``attention_bias``. Anything else raises ``UnsupportedModel``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -157,6 +157,8 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
+    inv_freq: Tensor
+
     def __init__(self, a: ModelArgs, inv_freq: Tensor, rope_scale: float) -> None:
         super().__init__()
         self.args = a
@@ -190,12 +192,12 @@ class Transformer(nn.Module):
         mask = span[None, None, :] <= pos[:, :, None]  # [B, T, L]
         mask = mask[:, None, None].expand(b, 1, rep, t, kv_len).reshape(b, 1, rep * t, kv_len)
         rows = torch.arange(b, device=tokens.device)[:, None].expand(b, t)
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(cast("list[Block]", self.layers)):
             h = layer.attention_norm(x)
             x = x + layer.attention(h, cos, sin, mask, self.k_cache[i, slots], self.v_cache[i, slots],
                                     rows, pos, keep, kv_len)
             x = x + layer.feed_forward(layer.ffn_norm(x))
-        return self.norm(x)
+        return cast(Tensor, self.norm(x))
 
     def prefill(self, tokens: Tensor, slot: int, start: int) -> Tensor:
         """Logits [1, vocab] (float32) after writing ``tokens`` [1, T] at ``start …`` of ``slot``."""
@@ -236,7 +238,7 @@ def from_hf(hf: Any) -> Transformer:
     model.tok_embeddings.weight.copy_(inner.embed_tokens.weight)
     model.norm.weight.copy_(inner.norm.weight)
     model.output.weight.copy_(weight)
-    for mine, theirs in zip(model.layers, inner.layers, strict=True):
+    for mine, theirs in zip(cast("list[Block]", model.layers), inner.layers, strict=True):
         att, mlp = theirs.self_attn, theirs.mlp
         mine.attention.wqkv.weight.copy_(torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]))
         if qkv_bias:

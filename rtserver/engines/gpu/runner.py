@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -156,7 +156,7 @@ class Runner:
 
     def _capture(self, b: int, kv_len: int) -> tuple[torch.cuda.CUDAGraph, Tensor]:
         args = (self._in_tok[:b], self._in_pos[:b], self._in_active[:b].zero_(), kv_len)
-        stream = torch.cuda.Stream()
+        stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             self.model.decode(*args)  # warm-up outside the capture (allocator, cuBLAS handles)
@@ -166,7 +166,7 @@ class Runner:
             logits = self.model.decode(*args)
         return graph, logits
 
-    def _pool(self) -> object:
+    def _pool(self) -> Any:
         if not hasattr(self, "_mempool"):
             self._mempool = torch.cuda.graph_pool_handle()
         return self._mempool
