@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="run one model worker process")
-    worker.add_argument("--engine", default="openvino", help="openvino, transformers, openai or synthetic")
+    worker.add_argument("--engine", default="openvino", help="openvino, transformers, gpu, openai or synthetic")
     worker.add_argument("--model", default="smollm2-135m", help="model name, path, or (openai) remote model")
     worker.add_argument("--model-id", default=None, help="model id reported to gateways (default: --model)")
     worker.add_argument("--gpu", default=None, help="GPU index this worker owns (sets CUDA_VISIBLE_DEVICES)")
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--synthetic-first-token-ms", type=float, default=0.0,
                         help="synthetic engine: delay before the first token")
     worker.add_argument("--modalities", default="text", help="openai engine: what the model takes, e.g. text,image")
-    worker.add_argument("--device", default="", help="transformers engine: cuda, cuda:1 or cpu (default: cuda if present)")
+    worker.add_argument("--device", default="", help="transformers and gpu engines: cuda, cuda:1 or cpu (default: cuda if present)")
     worker.add_argument("--log-level", default="info")
     worker.add_argument("--log-json", action="store_true")
     worker.set_defaults(func=cmd_worker)
