@@ -125,6 +125,29 @@ def test_incremental_text_equals_the_full_decode() -> None:
     assert "".join(pieces) + detok.flush() == tok.decode(ids, skip_special_tokens=True)
 
 
+def test_a_character_split_over_byte_tokens_is_held_back_until_complete() -> None:
+    pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from rtserver.engines.gpu.detok import Detokenizer
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(["plain ascii words"], trainers.BpeTrainer(vocab_size=len(alphabet) + 4,
+                                                                       initial_alphabet=alphabet))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe)
+    text = "日本語 héllo テキスト wörld " * 4
+    ids = tok.encode(text)
+    assert len(ids) > len(text)  # multi-byte characters are split over several tokens
+    detok = Detokenizer(tok)
+    pieces = [detok.push(i) for i in ids]
+    assert not any("\ufffd" in p for p in pieces)
+    assert "".join(pieces) + detok.flush() == text
+
+
 def test_unsupported_architectures_are_refused_with_the_reason() -> None:
     transformers = pytest.importorskip("transformers")
     from rtserver.engines.gpu.model import UnsupportedModel, check_supported, rope_inv_freq
