@@ -70,6 +70,9 @@ class Runner:
         self._in_pos = torch.zeros(slots, device=dev, dtype=torch.int64)
         self._in_active = torch.zeros(slots, device=dev, dtype=torch.bool)
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, Tensor]] = {}
+        cuda = self.device.type == "cuda"
+        self._out_host = torch.zeros(slots, dtype=torch.int64, pin_memory=cuda)
+        self._out_ready = torch.cuda.Event() if cuda else None  # type: ignore[no-untyped-call]
         self._decode: Callable[[Tensor, Tensor, Tensor, int], Tensor] = model.decode
         if mode == "compile":
             self._decode = torch.compile(model.decode, mode="reduce-overhead", fullgraph=True, dynamic=False)
@@ -100,7 +103,7 @@ class Runner:
         if not last:
             return None
         rows = slice(slot, slot + 1)
-        return int(self._sample(logits, rows, [slot])[0])
+        return self._to_host(self._sample(logits, rows, [slot]))[0]
 
     @torch.no_grad()
     def decode(self, positions: dict[int, int]) -> dict[int, int]:
@@ -125,8 +128,19 @@ class Runner:
             logits = self._decode(self._in_tok[:b], self._in_pos[:b], self._in_active[:b], kv_len)
         tokens = self._sample(logits, slice(0, b), list(positions), self._in_active[:b])
         self.step[:b] += self._in_active[:b]
-        out = tokens.tolist()
+        out = self._to_host(tokens)
         return {slot: out[slot] for slot in positions}
+
+    def _to_host(self, tokens: Tensor) -> list[int]:
+        """The sampled tokens on the host. On CUDA the wait is an event's, which releases the GIL,
+        so other Python threads (the worker's event loop) run while the GPU computes."""
+        if self._out_ready is None:
+            return [int(t) for t in tokens.tolist()]
+        host = self._out_host[: tokens.shape[0]]
+        host.copy_(tokens, non_blocking=True)
+        self._out_ready.record()
+        self._out_ready.synchronize()
+        return [int(t) for t in host.tolist()]
 
     def _sample(self, logits: Tensor, rows: slice, slots: list[int], active: Tensor | None = None) -> Tensor:
         flags = [self._host.get(s, (False, False, False)) for s in slots]
