@@ -18,6 +18,11 @@ from tests.integration.test_workers import start_worker
 pytestmark = pytest.mark.asyncio
 
 
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
+
+
 async def _turn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: FrameReader, wire_id: int,
                 messages: list[list[str]], conv: str | None) -> tuple[str, dict[str, Any]]:
     frame: dict[str, Any] = {"t": "gen", "id": wire_id, "rid": f"r{wire_id}", "messages": messages,
@@ -64,7 +69,7 @@ async def test_a_second_turn_reuses_the_conversations_kv_on_a_gpu_worker(tmp_pat
         _, other = await _turn(reader, writer, decoder, 3, history, "sess-b")
         assert "cached" not in other and other["prompt"] == second["prompt"]
         writer.close()
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        body = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
         values = {line.split()[0]: float(line.split()[1]) for line in body.splitlines()
                   if line.startswith("rtserver_worker_kv_")}
         assert values["rtserver_worker_kv_hits_total"] == 1
