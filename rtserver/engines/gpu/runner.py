@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -30,6 +31,14 @@ from rtserver.engines.gpu.sampling import sample
 log = logging.getLogger("rtserver.engines.gpu")
 
 DecodeMode = Literal["graphs", "compile", "eager"]
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeStep:
+    """A launched decode step: the slots it serves and where its tokens land on the host."""
+
+    slots: list[int]
+    copy: tuple[int, Tensor]
 
 
 def buckets(limit: int, first: int, linear_from: int | None = None) -> list[int]:
@@ -71,8 +80,11 @@ class Runner:
         self._in_active = torch.zeros(slots, device=dev, dtype=torch.bool)
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, Tensor]] = {}
         cuda = self.device.type == "cuda"
-        self._out_host = torch.zeros(slots, dtype=torch.int64, pin_memory=cuda)
-        self._out_ready = torch.cuda.Event() if cuda else None  # type: ignore[no-untyped-call]
+        # 0 and 1 alternate between decode steps (one is launched before the previous one's tokens
+        # are read); 2 is for reads done at once (prefill's first token)
+        self._out_host = [torch.zeros(slots, dtype=torch.int64, pin_memory=cuda) for _ in range(3)]
+        self._out_ready = [torch.cuda.Event() for _ in range(3)] if cuda else None  # type: ignore[no-untyped-call]
+        self._turn = 0
         self._decode: Callable[[Tensor, Tensor, Tensor, int], Tensor] = model.decode
         if mode == "compile":
             self._decode = torch.compile(model.decode, mode="reduce-overhead", fullgraph=True, dynamic=False)
@@ -105,9 +117,18 @@ class Runner:
         rows = slice(slot, slot + 1)
         return self._to_host(self._sample(logits, rows, [slot]))[0]
 
-    @torch.no_grad()
     def decode(self, positions: dict[int, int]) -> dict[int, int]:
         """One token for every slot in ``positions`` (slot -> position of its last token)."""
+        return self.collect(self.launch(positions))
+
+    @torch.no_grad()
+    def launch(self, positions: dict[int, int]) -> DecodeStep:
+        """Queue a decode step on the device and return at once (on CUDA); ``collect`` gives its tokens.
+
+        The input token of each slot is its last sampled one, read on the device, so a step
+        can be launched before the previous step's tokens reach the host. At most two steps
+        may be outstanding (collect the older before launching a third).
+        """
         b = bucket(max(positions) + 1, self.batch_sizes)
         need = max(positions.values()) + 1
         kv_len = bucket(need, self.len_sizes) if self.mode != "eager" else need
@@ -128,19 +149,31 @@ class Runner:
             logits = self._decode(self._in_tok[:b], self._in_pos[:b], self._in_active[:b], kv_len)
         tokens = self._sample(logits, slice(0, b), list(positions), self._in_active[:b])
         self.step[:b] += self._in_active[:b]
-        out = self._to_host(tokens)
-        return {slot: out[slot] for slot in positions}
+        self._turn = 1 - self._turn
+        return DecodeStep(sorted(positions), self._start_copy(tokens, self._turn))
+
+    def collect(self, step: DecodeStep) -> dict[int, int]:
+        """Wait for ``step`` (an event wait on CUDA, which releases the GIL) and return slot -> token."""
+        out = self._finish_copy(step.copy)
+        return {slot: out[slot] for slot in step.slots}
+
+    def _start_copy(self, tokens: Tensor, turn: int) -> tuple[int, Tensor]:
+        if self._out_ready is None:
+            return turn, tokens
+        host = self._out_host[turn][: tokens.shape[0]]
+        host.copy_(tokens, non_blocking=True)
+        self._out_ready[turn].record()
+        return turn, host
+
+    def _finish_copy(self, copy: tuple[int, Tensor]) -> list[int]:
+        turn, host = copy
+        if self._out_ready is not None:
+            self._out_ready[turn].synchronize()
+        return [int(t) for t in host.tolist()]
 
     def _to_host(self, tokens: Tensor) -> list[int]:
-        """The sampled tokens on the host. On CUDA the wait is an event's, which releases the GIL,
-        so other Python threads (the worker's event loop) run while the GPU computes."""
-        if self._out_ready is None:
-            return [int(t) for t in tokens.tolist()]
-        host = self._out_host[: tokens.shape[0]]
-        host.copy_(tokens, non_blocking=True)
-        self._out_ready.record()
-        self._out_ready.synchronize()
-        return [int(t) for t in host.tolist()]
+        """The sampled tokens on the host, now."""
+        return self._finish_copy(self._start_copy(tokens, 2))
 
     def _sample(self, logits: Tensor, rows: slice, slots: list[int], active: Tensor | None = None) -> Tensor:
         flags = [self._host.get(s, (False, False, False)) for s in slots]

@@ -10,7 +10,8 @@ iteration:
 3. prefills one chunk of the oldest sequence still prefilling: ``prefill_chunk``
    tokens while others decode, 4× that when none does; its last chunk yields the
    first token;
-4. decodes one token for every sequence past its prefill, in one batched step;
+4. launches one batched decode step for every sequence past its prefill, then reads
+   the previous step's tokens and turns them into events while the device computes;
 5. hands the step's events to ``publish`` in one call.
 
 A cancelled sequence leaves at the start of the next step, so its slot is free within
@@ -30,7 +31,7 @@ from typing import Any
 
 from rtserver.engines.base import EngineEvent, EngineFinish, FinishEvent, SamplingParams, TokenEvent
 from rtserver.engines.gpu.detok import Detokenizer
-from rtserver.engines.gpu.runner import Runner
+from rtserver.engines.gpu.runner import DecodeStep, Runner
 from rtserver.engines.gpu.slots import KvStats, SlotTable
 
 log = logging.getLogger("rtserver.engines.gpu")
@@ -54,6 +55,7 @@ class Sequence:
     generated: list[int] = field(default_factory=list)
     unsent: int = 0  # tokens whose text has not gone out yet
     sent_first: bool = False
+    ahead: int = 0  # decode steps launched whose token has not been read yet
 
 
 class Scheduler:
@@ -76,6 +78,7 @@ class Scheduler:
         self._lock = threading.Lock()
         self._queued = 0  # submitted, not yet admitted (read by load())
         self._thread: threading.Thread | None = None
+        self._in_flight: tuple[DecodeStep, dict[int, Sequence]] | None = None
         self.steps = 0
         self.profile = {"decode_steps": 0, "decode_rows": 0, "decode_s": 0.0, "host_s": 0.0, "prefill_s": 0.0}
 
@@ -116,7 +119,7 @@ class Scheduler:
     def _loop(self) -> None:
         while True:
             events: list[tuple[Any, EngineEvent]] = []
-            busy = self._waiting or self._prefilling or self._decoding
+            busy = self._waiting or self._prefilling or self._decoding or self._in_flight
             try:
                 commands = [] if busy else [self._inbox.get()]
                 while True:
@@ -183,14 +186,28 @@ class Scheduler:
             self._on_token(seq, token, events)
 
     def _decode(self, events: list[tuple[Any, EngineEvent]]) -> None:
-        if not self._decoding:
-            return
-        by_slot = {seq.slot: seq for seq in self._decoding}
+        """Launch the next decode step, then read and handle the previous one's tokens while
+        the device computes (one step of lookahead; a sequence that stopped at the previous
+        step has one wasted row in the next, whose token is dropped)."""
         started = self.clock()
-        tokens = self.runner.decode({slot: seq.kv for slot, seq in by_slot.items()})
+        launched: tuple[DecodeStep, dict[int, Sequence]] | None = None
+        rows = {seq.slot: seq for seq in self._decoding
+                if len(seq.generated) + seq.ahead < seq.params.max_tokens and seq.kv + seq.ahead < self.runner.max_len}
+        if rows:
+            launched = (self.runner.launch({slot: seq.kv + seq.ahead for slot, seq in rows.items()}), rows)
+            for seq in rows.values():
+                seq.ahead += 1
+        previous, self._in_flight = self._in_flight, launched
+        if previous is None:
+            return
+        step, by_slot = previous
+        tokens = self.runner.collect(step)
         decoded = self.clock()
         for slot, token in tokens.items():
             seq = by_slot[slot]
+            seq.ahead -= 1
+            if seq.slot != slot or seq not in self._decoding:
+                continue  # it ended (or was cancelled) after this step was launched
             seq.kv += 1
             self._on_token(seq, token, events)
         p = self.profile
@@ -241,6 +258,7 @@ class Scheduler:
             self._release(seq)
 
     def _fail_all(self, events: list[tuple[Any, EngineEvent]], error: str, waiting: bool = True) -> None:
+        self._in_flight = None
         for seq in [*self._prefilling, *self._decoding]:
             events.append((seq.sink, FinishEvent("error", len(seq.prompt), len(seq.generated), seq.queue_ms,
                                                  error=error)))
