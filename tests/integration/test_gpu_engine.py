@@ -167,6 +167,13 @@ async def test_a_prompt_longer_than_the_context_is_an_error_not_a_hang(engine: G
     assert events[0].reason == "error" and "does not fit" in (events[0].error or "")
 
 
+async def test_max_tokens_below_one_is_an_error(engine: GpuEngine) -> None:
+    request = dataclasses.replace(_request(3, start=0, rid="zero"), params=SamplingParams(max_tokens=0))
+    events = [e async for e in engine.generate(request)]
+    assert len(events) == 1 and isinstance(events[0], FinishEvent) and events[0].reason == "error"
+    assert engine.load().active == 0
+
+
 async def test_seeded_sampling_repeats(engine: GpuEngine) -> None:
     base = _request(9, start=4, rid="seeded", max_tokens=12)
     seeded = dataclasses.replace(base, params=SamplingParams(max_tokens=12, temperature=1.0, top_p=0.9, seed=42))

@@ -191,10 +191,10 @@ class GpuEngine:
         except Exception as exc:
             yield FinishEvent("error", 0, 0, 0.0, error=f"could not tokenise the prompt: {exc}")
             return
-        if not prompt:
-            yield FinishEvent("error", 0, 0, 0.0, error="empty prompt")
-            return
         p = request.params
+        if not prompt or p.max_tokens < 1:
+            yield FinishEvent("error", len(prompt), 0, 0.0, error="empty prompt" if not prompt else "max_tokens < 1")
+            return
         seed = p.seed if p.seed is not None else random.getrandbits(31)
         stream = _Stream(loop, asyncio.Queue())
         seq = Sequence(prompt, p, request.conversation, seed, stream, Detokenizer(self.tokenizer))
@@ -202,7 +202,12 @@ class GpuEngine:
         finished = False
         try:
             while True:
-                event = await stream.queue.get()
+                try:
+                    event = await asyncio.wait_for(stream.queue.get(), 1.0)
+                except TimeoutError:
+                    if sched.alive:
+                        continue
+                    event = FinishEvent("error", len(prompt), 0, 0.0, error="engine stopped")
                 finished = isinstance(event, FinishEvent)
                 yield event
                 if finished:
