@@ -94,6 +94,24 @@ async def test_greedy_matches_transformers_for_mixed_lengths_in_one_batch(engine
     assert len(distinct) > 10, "the reference model should not just repeat one token"
 
 
+async def test_bucketed_kv_lengths_mask_what_earlier_sequences_left_in_a_slot(reference: Any) -> None:
+    """The GPU path attends over a KV length rounded up to a bucket (its CUDA graphs are per bucket):
+    positions past a row's own are stale KV of earlier occupants and must not leak in."""
+    eng = GpuEngine.from_objects(_model(reference.config.model_type), build_tokenizer(VOCAB), model_id="tiny",
+                                 capacity=2, slots=2, max_len=512, prefill_chunk=8)
+    await eng.start()
+    try:
+        assert eng.runner is not None
+        eng.runner.bucket_lengths = True
+        requests = [_request(n, start=5 * i, rid=f"b{i}", max_tokens=10) for i, n in enumerate((120, 7, 60, 3))]
+        for pair in (requests[:2], requests[2:]):  # the second pair reuses slots full of the first's KV
+            results = await asyncio.gather(*(_run(eng, r) for r in pair))
+            for request, (text, _) in zip(pair, results, strict=True):
+                assert text.split() == _expected(reference, eng, request)[0].split(), request.request_id
+    finally:
+        await eng.close()
+
+
 async def test_turn_two_reuses_the_retained_kv_and_still_matches(engine: GpuEngine, reference: Any) -> None:
     first = _request(50, start=11, rid="turn1", key="conv-1", max_tokens=10)
     answer, finish1 = await _run(engine, first)

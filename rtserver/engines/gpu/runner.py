@@ -63,6 +63,7 @@ class Runner:
         if self.device.type != "cuda" and mode != "eager":
             mode = "eager"
         self.mode: DecodeMode = mode
+        self.bucket_lengths = mode != "eager"  # attend over a bucketed KV length (stale positions masked)
         model.setup_cache(slots, max_len)
         self.batch_sizes = buckets(slots, 1)  # rows 0 … highest decoding slot (can exceed capacity)
         self.len_sizes = buckets(max_len, min(256, max_len), linear_from=1024)  # 256 512 1024 1536 2048 2560 …
@@ -131,7 +132,7 @@ class Runner:
         """
         b = bucket(max(positions) + 1, self.batch_sizes)
         need = max(positions.values()) + 1
-        kv_len = bucket(need, self.len_sizes) if self.mode != "eager" else need
+        kv_len = bucket(need, self.len_sizes) if self.bucket_lengths else need
         pos = [0] * b
         active = [False] * b
         for slot, p in positions.items():
