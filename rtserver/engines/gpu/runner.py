@@ -133,6 +133,7 @@ class Runner:
         b = bucket(max(positions) + 1, self.batch_sizes)
         need = max(positions.values()) + 1
         kv_len = bucket(need, self.len_sizes) if self.bucket_lengths else need
+        graph = self._graph(b, kv_len) if self.mode == "graphs" else None  # a capture resets the inputs: first
         pos = [0] * b
         active = [False] * b
         for slot, p in positions.items():
@@ -143,9 +144,9 @@ class Runner:
         self._in_pos[:b].copy_(both[:b])
         self._in_active[:b].copy_(both[b:].bool())
         self._in_tok[:b].copy_(self.last[:b])
-        if self.mode == "graphs":
-            graph, logits = self._graph(b, kv_len)
-            graph.replay()
+        if graph is not None:
+            graph[0].replay()
+            logits = graph[1]
         else:
             logits = self._decode(self._in_tok[:b], self._in_pos[:b], self._in_active[:b], kv_len)
         tokens = self._sample(logits, slice(0, b), list(positions), self._in_active[:b])
