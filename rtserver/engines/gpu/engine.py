@@ -81,8 +81,8 @@ class GpuEngine:
         self._device = device
         self._dtype = dtype
         self._max_len = max_len
-        self._slots = slots or 2 * capacity
-        self._chunk = prefill_chunk
+        self._slots = max(slots or 2 * capacity, capacity)  # every running sequence needs a slot
+        self._chunk = max(1, prefill_chunk)
         self._mode: DecodeMode = decode_mode
         self._warm = warm_up
         self._hf: Any = None
