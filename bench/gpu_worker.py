@@ -371,6 +371,7 @@ def main() -> int:
     p.add_argument("--out", default="")
     args = p.parse_args()
     if args.tiny:
+        RESULTS["notes"].append("--tiny: a smoke test of this script; the targets apply to the 7B run on a GPU only")
         args.conversations, args.history, args.answer, args.question = 6, 48, 12, 4
         args.arrival_ms, args.max_len, args.chunk, args.baseline_s = 5.0, 256, 16, 60.0
     watchdog(args)
