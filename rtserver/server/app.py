@@ -346,12 +346,7 @@ class Gateway:
         live: LiveSession | None = None
         if hello is not None and hello.session_id:
             try:
-                candidate = await self._resume(hello)
-                if self.auth_secret and candidate.session.subject != conn.subject:
-                    from rtserver.exceptions import Unauthorized
-
-                    raise Unauthorized("this session belongs to another user")
-                live = candidate
+                live = await self._resume(hello, conn.subject)
             except (SessionError, StoreError) as exc:
                 self.metrics.resumes.labels(exc.code.wire).inc()
                 conn.send_error(exc if isinstance(exc, RtServerError) else RtServerError(str(exc)))
@@ -391,15 +386,22 @@ class Gateway:
             conn.conversation.start_response(live.response.response_id)
         return live
 
-    async def _resume(self, hello: Hello) -> LiveSession:
+    async def _resume(self, hello: Hello, subject: str | None) -> LiveSession:
+        """The live session ``hello`` resumes. Every refusal (token, subject) is raised
+        before anything is registered or replaced here."""
         assert hello.session_id is not None
         from rtserver.exceptions import Unauthorized
+
+        def check_subject(session: Session) -> None:
+            if self.auth_secret and session.subject != subject:
+                raise Unauthorized("this session belongs to another user")
 
         live = self.live.get(hello.session_id)
         token = hello.resume_token or ""
         if live is not None and live.session.token_matches(token) and (
             live.conn is not None or live.response is not None
         ):
+            check_subject(live.session)
             return live  # attached or streaming here: our copy is the newest
         assert self.store is not None
         t0 = time.perf_counter()
@@ -428,6 +430,7 @@ class Gateway:
                         session = live.session
         if not token or not session.token_matches(token):
             raise Unauthorized("resume token does not match")
+        check_subject(session)
         if live is not None and live.session is session:
             return live
         if live is not None:  # the conversation moved on on another gateway: drop our copy
@@ -595,6 +598,13 @@ class Gateway:
             log.info("message %s", msg.id, extra={"session_id": live.session_id, "response_id": response_id,
                                                   "text": msg.text[:2000]})
         resp.task = asyncio.create_task(self._respond(live, resp, msg, received))
+        resp.task.add_done_callback(lambda _: self._finish_unstarted(live, resp, received))
+
+    def _finish_unstarted(self, live: LiveSession, resp: ActiveResponse, received: float) -> None:
+        """A response task cancelled before its first step never ran ``_respond``'s
+        ``finally``: end it here, so its message still gets its one ``done``."""
+        if not resp.finished:
+            self._finish(live, resp, "cancelled", Usage(0, 0), ResponseClock(received=received), "?", "?")
 
     def cancel_response(self, conn: Connection) -> None:
         live = conn.live
@@ -837,7 +847,8 @@ class Gateway:
         session.last_accessed = time.time()
         assert self.writer is not None
         self.writer.save(session)  # history first, then the done frame: a follower sees both
-        if resp.routed:
+        if resp.routed or reason == "cancelled":
+            # cancelled before its route frame: ``done`` alone (docs/protocol.md, Order)
             frame = to_wire(done)
             live.emit(frame)
             self.writer.frames(live.session_id, resp.response_id, [frame])
