@@ -225,6 +225,8 @@ class Gateway:
     async def shutdown(self, deadline_s: float = 10.0) -> None:
         """Stop accepting; let responses finish up to ``deadline_s``; close the rest with 1012."""
         self.draining = True
+        if self._embedded is not None:
+            self._embedded.shutting_down()  # from now on its exit is expected: no restart
         if self.server is not None:
             self.server.close(close_connections=False)
         end = time.monotonic() + deadline_s
@@ -699,6 +701,14 @@ class Gateway:
             await self.pool.wait_for(model, self.settings.worker_retry_s)
             return self.pool.pick(model, pinned, avoid=avoid)
 
+    async def _retry_worker(self, model: str, failed: str) -> WorkerHandle:
+        """For a retry before the first token: another worker of ``model``; with none (a lone
+        worker), whichever comes back within ``worker_retry_s``, the failed one included."""
+        try:
+            return self.pool.pick(model, None, avoid=failed)
+        except NoWorkerAvailable:
+            return await self._pick_worker(model, None)
+
     def _media_for(self, live: LiveSession, msg: Message, worker: WorkerHandle) -> tuple[MediaPart, ...]:
         media: list[MediaPart] = []
         for a in msg.attachments:
@@ -792,7 +802,7 @@ class Gateway:
                                 why = ev.error or "generation failed"
                                 code = ErrorCode.OVERLOADED if why in ("overloaded", "draining") else ErrorCode.INTERNAL
                                 if resp.next_seq == 0 and why == "draining" and attempts < 3:
-                                    worker = await self._pick_worker(request_model(worker), None, avoid=worker.state.name)
+                                    worker = await self._retry_worker(request_model(worker), worker.state.name)
                                     break
                                 self._send_live_error(live, ProtocolError(code, why, ref=resp.message_id))
                             completion = produced if attempts > 1 else ev.completion_tokens
@@ -804,8 +814,8 @@ class Gateway:
                 batch = []
                 if resp.next_seq == 0 and attempts < 3:
                     m.worker_failures.labels("before_first_token").inc()
-                    log.warning("worker %s lost before first token; retrying elsewhere", worker.state.name)
-                    worker = await self._pick_worker(request_model(worker), None, avoid=worker.state.name)
+                    log.warning("worker %s lost before first token; retrying", worker.state.name)
+                    worker = await self._retry_worker(request_model(worker), worker.state.name)
                     live.session.worker = worker.state.name
                     continue
                 m.worker_failures.labels("mid_stream").inc()
