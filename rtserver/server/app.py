@@ -234,10 +234,12 @@ class Gateway:
             await asyncio.sleep(0.05)
         for conn in list(self._conns):
             conn.close(CloseCode.SERVICE_RESTART, "server restarting; resume elsewhere")
-        for ls in list(self.live.values()):
-            if ls.response is not None and ls.response.task is not None:
-                ls.response.task.cancel()
-        await asyncio.sleep(0)
+        cut = [ls.response.task for ls in self.live.values()
+               if ls.response is not None and ls.response.task is not None]
+        for task in cut:
+            task.cancel()
+        if cut:  # let each one end (done, replay log) before the last flush
+            await asyncio.wait(cut, timeout=2.0)
         if self.writer is not None:
             await self.writer.flush(5.0)
         if self.server is not None:
@@ -761,6 +763,7 @@ class Gateway:
         produced = 0  # tokens streamed so far, across workers
         seam: dict[str, str] | None = None
         batch: list[dict[str, Any]] = []
+        resp.unlogged = batch  # written by _finish if a cancel cuts this task short
         batch_started = 0.0
         assert self.writer is not None
         while True:
@@ -790,13 +793,14 @@ class Gateway:
                             if len(batch) >= 16 or now - batch_started >= 0.05:
                                 # replay log: batched, but a follower on another gateway lags ≤ 50 ms
                                 self.writer.frames(live.session_id, resp.response_id, batch)
-                                batch = []
+                                batch = resp.unlogged = []
                             if clock.tokens == 1:
                                 m.ttft_seconds.labels(live.route.use_case if live.route else "?").observe(
                                     stats["ttft_ms"] / 1000)
                                 m.queue_seconds.observe(clock.queue_ms / 1000)
                         else:
                             self.writer.frames(live.session_id, resp.response_id, batch)
+                            batch = resp.unlogged = []
                             m.tokens.labels(model).inc(ev.completion_tokens)
                             if ev.reason == "error":
                                 why = ev.error or "generation failed"
@@ -811,7 +815,7 @@ class Gateway:
                         raise WorkerLost("worker stream ended without done")
             except WorkerLost as exc:
                 self.writer.frames(live.session_id, resp.response_id, batch)
-                batch = []
+                batch = resp.unlogged = []
                 if resp.next_seq == 0 and attempts < 3:
                     m.worker_failures.labels("before_first_token").inc()
                     log.warning("worker %s lost before first token; retrying", worker.state.name)
@@ -856,6 +860,9 @@ class Gateway:
         session.active_response = None
         session.last_accessed = time.time()
         assert self.writer is not None
+        if resp.unlogged:  # tokens sent but not yet logged (a cancel cut _stream short)
+            self.writer.frames(live.session_id, resp.response_id, resp.unlogged)
+            resp.unlogged = []
         self.writer.save(session)  # history first, then the done frame: a follower sees both
         if resp.routed or reason == "cancelled":
             # cancelled before its route frame: ``done`` alone (docs/protocol.md, Order)
