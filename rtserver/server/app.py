@@ -348,14 +348,14 @@ class Gateway:
     async def open_session(self, conn: Connection, hello: Hello | None) -> LiveSession:
         """Resume ``hello``'s session or create one; sends the ``session`` frame."""
         live: LiveSession | None = None
+        token = new_resume_token()  # the token rotates on every resume
         if hello is not None and hello.session_id:
             try:
-                live = await self._resume(hello, conn.subject)
+                live = await self._resume(hello, conn.subject, token_digest(token))
             except (SessionError, StoreError) as exc:
                 self.metrics.resumes.labels(exc.code.wire).inc()
                 conn.send_error(exc if isinstance(exc, RtServerError) else RtServerError(str(exc)))
         resumed = live is not None
-        token = new_resume_token()
         if live is None:
             session = Session(session_id=new_session_id(), token_digest=token_digest(token),
                               client=hello.client if hello else None, subject=conn.subject)
@@ -364,7 +364,6 @@ class Gateway:
             self.metrics.session_creations.inc()
             self.metrics.conversations.set(len(self.live))
         else:
-            live.session.token_digest = token_digest(token)  # the token rotates on every resume
             self.metrics.resumes.labels("ok").inc()
         old = live.conn
         if old is not None and old is not conn:
@@ -390,9 +389,10 @@ class Gateway:
             conn.conversation.start_response(live.response.response_id)
         return live
 
-    async def _resume(self, hello: Hello, subject: str | None) -> LiveSession:
-        """The live session ``hello`` resumes. Every refusal (token, subject) is raised
-        before anything is registered or replaced here."""
+    async def _resume(self, hello: Hello, subject: str | None, new_digest: str) -> LiveSession:
+        """The live session ``hello`` resumes, its token rotated to ``new_digest``. Every
+        refusal (token, subject, a token another resume spent first) is raised before
+        anything is registered or replaced here."""
         assert hello.session_id is not None
         from rtserver.exceptions import Unauthorized
 
@@ -406,6 +406,7 @@ class Gateway:
             live.conn is not None or live.response is not None
         ):
             check_subject(live.session)
+            await self._rotate(live.session, token_digest(token), new_digest, ours=True)
             return live  # attached or streaming here: our copy is the newest
         assert self.store is not None
         t0 = time.perf_counter()
@@ -435,7 +436,9 @@ class Gateway:
         if not token or not session.token_matches(token):
             raise Unauthorized("resume token does not match")
         check_subject(session)
-        if live is not None and live.session is session:
+        ours = live is not None and live.session is session
+        await self._rotate(session, token_digest(token), new_digest, ours=ours)
+        if live is not None and ours:
             return live
         if live is not None:  # the conversation moved on on another gateway: drop our copy
             if live.detach_timer is not None:
@@ -456,6 +459,27 @@ class Gateway:
         self.live[session.session_id] = live
         self.metrics.conversations.set(len(self.live))
         return live
+
+    async def _rotate(self, session: Session, old_digest: str, new_digest: str, *, ours: bool) -> None:
+        """Spend the presented token: the store's compare-and-set from ``old_digest`` to
+        ``new_digest``, so of two resumes with one token, on any gateways, one wins and the
+        other gets ``unauthorized``. While the store is down, our own copy (``ours``) stands
+        in, as it does for ``load``."""
+        from rtserver.exceptions import Unauthorized
+
+        assert self.store is not None
+        rotated = Session.from_dict(session.to_dict())
+        rotated.token_digest = new_digest
+        rotated.last_accessed = time.time()
+        try:
+            won = await self.store.rotate(rotated, old_digest)
+        except StoreError:
+            if not ours:
+                raise
+            won = True  # the rotation reaches the store with our next (queued) save
+        if not won:
+            raise Unauthorized("resume token already used: the session was resumed with it elsewhere")
+        session.token_digest = new_digest
 
     async def _replay(self, conn: Connection, live: LiveSession, response_id: str, last_seq: int) -> None:
         """Send the frames of ``response_id`` after ``last_seq``, then the live rest."""
