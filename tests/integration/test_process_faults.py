@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -67,7 +68,7 @@ async def test_ctrl_c_drains_on_the_embedded_worker_and_never_restarts_it(logged
     stuck = stuck_client(gw.port)  # the gateway's shutdown outlasts its last response
     c = await Client.connect(gw.ws)
     mid = await c.send_message("a long answer please")
-    frames = []
+    frames: list[dict[str, Any]] = []
     while not any(f["type"] == "token" for f in frames):
         frames.append(await c.recv(15))
     os.killpg(gw.proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does

@@ -52,13 +52,13 @@ async def test_cancel_before_route_gets_exactly_one_done(logged_gateway: Start) 
             # message and cancel back to back: the cancel arrives while the message is routed
             await c.send({"type": "message", "id": "m", "text": "please write me a poem about the sea"})
             await c.send({"type": "cancel"})
-            frames = []
+            frames: list[dict[str, Any]] = []
             while not frames or frames[-1]["type"] != "done":
                 frames.append(await c.recv(15))
             assert frames[-1]["finish_reason"] == "cancelled"
             assert [f["type"] for f in frames if f["type"] == "error"] == []
             await c.send({"type": "ping", "t": 1})
-            later = []
+            later: list[dict[str, Any]] = []
             while not later or later[-1]["type"] != "pong":
                 later.append(await c.recv(10))
             assert [f for f in later if f["type"] == "done"] == []  # exactly one done

@@ -62,7 +62,7 @@ async def resume_rest(gw: GatewayProcess, session: dict[str, Any], rid: str, las
              "response_id": rid, "last_seq": last_seq}
     async with await Client.connect(gw.ws, hello=hello) as c:
         assert c.session is not None and c.session["resumed"] is True
-        frames = []
+        frames: list[dict[str, Any]] = []
         while not frames or frames[-1]["type"] not in ("done", "error"):
             frames.append(await c.recv(40))
         return frames
