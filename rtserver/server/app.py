@@ -551,6 +551,10 @@ class Gateway:
                     seq = f.get("seq_last", f["seq"])
                     text_parts.append(f["text"])
                 elif f.get("type") == "done":
+                    if f.get("last_seq", seq) > seq:  # tokens before done are missing: no silent gap
+                        conn.send_error(ProtocolError(ErrorCode.RECOVERY_IMPOSSIBLE,
+                                                      f"frames after seq {seq} of {response_id} are gone"))
+                        return
                     await self._adopt_remote_turn(live, response_id, text_parts)
                     if conn.conversation.active_response == response_id:
                         conn.conversation.finish_response()  # before the client can see done and reply

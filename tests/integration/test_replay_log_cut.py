@@ -127,3 +127,26 @@ async def test_a_response_cut_at_the_drain_deadline_can_be_finished_elsewhere(
     assert [f["type"] for f in rest if f["type"] == "error"] == []
     assert [f["seq"] for f in rest if f["type"] == "token"] == list(range(last_seen + 1, last + 1))
     assert rest[-1]["type"] == "done" and rest[-1]["finish_reason"] == "cancelled"
+
+
+async def test_a_log_that_ends_short_of_done_is_reported_not_skipped(
+    redis_server: RedisServer, redis_prefix: str, gateway_factory: Callable[..., GatewayProcess]
+) -> None:
+    """Should a log still lack tokens before its ``done`` (e.g. frames dropped during a
+    long store outage), a follower says ``recovery_impossible``: never a silent gap."""
+    gw = gateway_factory("--redis", redis_server.url, "--key-prefix", redis_prefix, *SERVE)
+    async with await Client.connect(gw.ws) as c:
+        assert c.session is not None
+        session = c.session
+    rid = "r_elsewhere"
+    store = RedisSessionStore(redis_server.url, prefix=redis_prefix)
+    try:
+        tokens = [{"type": "token", "response_id": rid, "seq": i, "text": f"t{i} ", "stats": {}} for i in range(3)]
+        done = {"type": "done", "response_id": rid, "finish_reason": "stop", "last_seq": 5,
+                "usage": {"prompt_tokens": 1, "completion_tokens": 6}, "stats": {}}
+        await store.append_frames(session["session_id"], rid, [*tokens, done])  # tokens 3..5 missing
+    finally:
+        await store.close()
+    rest = await resume_rest(gw, session, rid, 0)
+    assert [f["seq"] for f in rest if f["type"] == "token"] == [1, 2]
+    assert rest[-1]["type"] == "error" and rest[-1]["code"] == "recovery_impossible"
