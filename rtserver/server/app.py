@@ -225,6 +225,8 @@ class Gateway:
     async def shutdown(self, deadline_s: float = 10.0) -> None:
         """Stop accepting; let responses finish up to ``deadline_s``; close the rest with 1012."""
         self.draining = True
+        if self._embedded is not None:
+            self._embedded.shutting_down()  # from now on its exit is expected: no restart
         if self.server is not None:
             self.server.close(close_connections=False)
         end = time.monotonic() + deadline_s
@@ -232,10 +234,12 @@ class Gateway:
             await asyncio.sleep(0.05)
         for conn in list(self._conns):
             conn.close(CloseCode.SERVICE_RESTART, "server restarting; resume elsewhere")
-        for ls in list(self.live.values()):
-            if ls.response is not None and ls.response.task is not None:
-                ls.response.task.cancel()
-        await asyncio.sleep(0)
+        cut = [ls.response.task for ls in self.live.values()
+               if ls.response is not None and ls.response.task is not None]
+        for task in cut:
+            task.cancel()
+        if cut:  # let each one end (done, replay log) before the last flush
+            await asyncio.wait(cut, timeout=2.0)
         if self.writer is not None:
             await self.writer.flush(5.0)
         if self.server is not None:
@@ -344,19 +348,14 @@ class Gateway:
     async def open_session(self, conn: Connection, hello: Hello | None) -> LiveSession:
         """Resume ``hello``'s session or create one; sends the ``session`` frame."""
         live: LiveSession | None = None
+        token = new_resume_token()  # the token rotates on every resume
         if hello is not None and hello.session_id:
             try:
-                candidate = await self._resume(hello)
-                if self.auth_secret and candidate.session.subject != conn.subject:
-                    from rtserver.exceptions import Unauthorized
-
-                    raise Unauthorized("this session belongs to another user")
-                live = candidate
+                live = await self._resume(hello, conn.subject, token_digest(token))
             except (SessionError, StoreError) as exc:
                 self.metrics.resumes.labels(exc.code.wire).inc()
                 conn.send_error(exc if isinstance(exc, RtServerError) else RtServerError(str(exc)))
         resumed = live is not None
-        token = new_resume_token()
         if live is None:
             session = Session(session_id=new_session_id(), token_digest=token_digest(token),
                               client=hello.client if hello else None, subject=conn.subject)
@@ -365,7 +364,6 @@ class Gateway:
             self.metrics.session_creations.inc()
             self.metrics.conversations.set(len(self.live))
         else:
-            live.session.token_digest = token_digest(token)  # the token rotates on every resume
             self.metrics.resumes.labels("ok").inc()
         old = live.conn
         if old is not None and old is not conn:
@@ -391,15 +389,24 @@ class Gateway:
             conn.conversation.start_response(live.response.response_id)
         return live
 
-    async def _resume(self, hello: Hello) -> LiveSession:
+    async def _resume(self, hello: Hello, subject: str | None, new_digest: str) -> LiveSession:
+        """The live session ``hello`` resumes, its token rotated to ``new_digest``. Every
+        refusal (token, subject, a token another resume spent first) is raised before
+        anything is registered or replaced here."""
         assert hello.session_id is not None
         from rtserver.exceptions import Unauthorized
+
+        def check_subject(session: Session) -> None:
+            if self.auth_secret and session.subject != subject:
+                raise Unauthorized("this session belongs to another user")
 
         live = self.live.get(hello.session_id)
         token = hello.resume_token or ""
         if live is not None and live.session.token_matches(token) and (
             live.conn is not None or live.response is not None
         ):
+            check_subject(live.session)
+            await self._rotate(live.session, token_digest(token), new_digest, ours=True)
             return live  # attached or streaming here: our copy is the newest
         assert self.store is not None
         t0 = time.perf_counter()
@@ -428,7 +435,10 @@ class Gateway:
                         session = live.session
         if not token or not session.token_matches(token):
             raise Unauthorized("resume token does not match")
-        if live is not None and live.session is session:
+        check_subject(session)
+        ours = live is not None and live.session is session
+        await self._rotate(session, token_digest(token), new_digest, ours=ours)
+        if live is not None and ours:
             return live
         if live is not None:  # the conversation moved on on another gateway: drop our copy
             if live.detach_timer is not None:
@@ -449,6 +459,27 @@ class Gateway:
         self.live[session.session_id] = live
         self.metrics.conversations.set(len(self.live))
         return live
+
+    async def _rotate(self, session: Session, old_digest: str, new_digest: str, *, ours: bool) -> None:
+        """Spend the presented token: the store's compare-and-set from ``old_digest`` to
+        ``new_digest``, so of two resumes with one token, on any gateways, one wins and the
+        other gets ``unauthorized``. While the store is down, our own copy (``ours``) stands
+        in, as it does for ``load``."""
+        from rtserver.exceptions import Unauthorized
+
+        assert self.store is not None
+        rotated = Session.from_dict(session.to_dict())
+        rotated.token_digest = new_digest
+        rotated.last_accessed = time.time()
+        try:
+            won = await self.store.rotate(rotated, old_digest)
+        except StoreError:
+            if not ours:
+                raise
+            won = True  # the rotation reaches the store with our next (queued) save
+        if not won:
+            raise Unauthorized("resume token already used: the session was resumed with it elsewhere")
+        session.token_digest = new_digest
 
     async def _replay(self, conn: Connection, live: LiveSession, response_id: str, last_seq: int) -> None:
         """Send the frames of ``response_id`` after ``last_seq``, then the live rest."""
@@ -520,6 +551,10 @@ class Gateway:
                     seq = f.get("seq_last", f["seq"])
                     text_parts.append(f["text"])
                 elif f.get("type") == "done":
+                    if f.get("last_seq", seq) > seq:  # tokens before done are missing: no silent gap
+                        conn.send_error(ProtocolError(ErrorCode.RECOVERY_IMPOSSIBLE,
+                                                      f"frames after seq {seq} of {response_id} are gone"))
+                        return
                     await self._adopt_remote_turn(live, response_id, text_parts)
                     if conn.conversation.active_response == response_id:
                         conn.conversation.finish_response()  # before the client can see done and reply
@@ -595,6 +630,13 @@ class Gateway:
             log.info("message %s", msg.id, extra={"session_id": live.session_id, "response_id": response_id,
                                                   "text": msg.text[:2000]})
         resp.task = asyncio.create_task(self._respond(live, resp, msg, received))
+        resp.task.add_done_callback(lambda _: self._finish_unstarted(live, resp, received))
+
+    def _finish_unstarted(self, live: LiveSession, resp: ActiveResponse, received: float) -> None:
+        """A response task cancelled before its first step never ran ``_respond``'s
+        ``finally``: end it here, so its message still gets its one ``done``."""
+        if not resp.finished:
+            self._finish(live, resp, "cancelled", Usage(0, 0), ResponseClock(received=received), "?", "?")
 
     def cancel_response(self, conn: Connection) -> None:
         live = conn.live
@@ -689,6 +731,14 @@ class Gateway:
             await self.pool.wait_for(model, self.settings.worker_retry_s)
             return self.pool.pick(model, pinned, avoid=avoid)
 
+    async def _retry_worker(self, model: str, failed: str) -> WorkerHandle:
+        """For a retry before the first token: another worker of ``model``; with none (a lone
+        worker), whichever comes back within ``worker_retry_s``, the failed one included."""
+        try:
+            return self.pool.pick(model, None, avoid=failed)
+        except NoWorkerAvailable:
+            return await self._pick_worker(model, None)
+
     def _media_for(self, live: LiveSession, msg: Message, worker: WorkerHandle) -> tuple[MediaPart, ...]:
         media: list[MediaPart] = []
         for a in msg.attachments:
@@ -741,6 +791,7 @@ class Gateway:
         produced = 0  # tokens streamed so far, across workers
         seam: dict[str, str] | None = None
         batch: list[dict[str, Any]] = []
+        resp.unlogged = batch  # written by _finish if a cancel cuts this task short
         batch_started = 0.0
         assert self.writer is not None
         while True:
@@ -770,19 +821,20 @@ class Gateway:
                             if len(batch) >= 16 or now - batch_started >= 0.05:
                                 # replay log: batched, but a follower on another gateway lags ≤ 50 ms
                                 self.writer.frames(live.session_id, resp.response_id, batch)
-                                batch = []
+                                batch = resp.unlogged = []
                             if clock.tokens == 1:
                                 m.ttft_seconds.labels(live.route.use_case if live.route else "?").observe(
                                     stats["ttft_ms"] / 1000)
                                 m.queue_seconds.observe(clock.queue_ms / 1000)
                         else:
                             self.writer.frames(live.session_id, resp.response_id, batch)
+                            batch = resp.unlogged = []
                             m.tokens.labels(model).inc(ev.completion_tokens)
                             if ev.reason == "error":
                                 why = ev.error or "generation failed"
                                 code = ErrorCode.OVERLOADED if why in ("overloaded", "draining") else ErrorCode.INTERNAL
                                 if resp.next_seq == 0 and why == "draining" and attempts < 3:
-                                    worker = await self._pick_worker(request_model(worker), None, avoid=worker.state.name)
+                                    worker = await self._retry_worker(request_model(worker), worker.state.name)
                                     break
                                 self._send_live_error(live, ProtocolError(code, why, ref=resp.message_id))
                             completion = produced if attempts > 1 else ev.completion_tokens
@@ -791,11 +843,11 @@ class Gateway:
                         raise WorkerLost("worker stream ended without done")
             except WorkerLost as exc:
                 self.writer.frames(live.session_id, resp.response_id, batch)
-                batch = []
+                batch = resp.unlogged = []
                 if resp.next_seq == 0 and attempts < 3:
                     m.worker_failures.labels("before_first_token").inc()
-                    log.warning("worker %s lost before first token; retrying elsewhere", worker.state.name)
-                    worker = await self._pick_worker(request_model(worker), None, avoid=worker.state.name)
+                    log.warning("worker %s lost before first token; retrying", worker.state.name)
+                    worker = await self._retry_worker(request_model(worker), worker.state.name)
                     live.session.worker = worker.state.name
                     continue
                 m.worker_failures.labels("mid_stream").inc()
@@ -836,8 +888,12 @@ class Gateway:
         session.active_response = None
         session.last_accessed = time.time()
         assert self.writer is not None
+        if resp.unlogged:  # tokens sent but not yet logged (a cancel cut _stream short)
+            self.writer.frames(live.session_id, resp.response_id, resp.unlogged)
+            resp.unlogged = []
         self.writer.save(session)  # history first, then the done frame: a follower sees both
-        if resp.routed:
+        if resp.routed or reason == "cancelled":
+            # cancelled before its route frame: ``done`` alone (docs/protocol.md, Order)
             frame = to_wire(done)
             live.emit(frame)
             self.writer.frames(live.session_id, resp.response_id, [frame])

@@ -62,9 +62,12 @@ class Connection:
             stalled = now - max(self._backed_since, self._progress) > self.gw.settings.slow_consumer_timeout_s
         else:
             self._backed_since = None
+        merged = outbox.coalesced
         if stalled or not outbox.put(frame):
             self.gw.metrics.outbox_drops.inc()
             self.close(CloseCode.SLOW_CONSUMER, "client is not reading fast enough")
+        elif outbox.coalesced != merged:
+            self.gw.metrics.coalesced.inc(outbox.coalesced - merged)
 
     def send_error(self, exc: ProtocolError | RtServerError, *, fatal: bool = False) -> None:
         code = exc.code
@@ -126,15 +129,25 @@ class Connection:
         bucket = TokenBucket(settings.messages_per_second, settings.message_burst, time.monotonic())
         self._writer = asyncio.create_task(self._write())
         try:
+            last_in = time.monotonic()
             while self._close is None:
+                # Idle: no client frame, no response running and nothing sent for idle_timeout_s.
+                wait = settings.idle_timeout_s - (time.monotonic() - max(last_in, self._progress))
                 try:
-                    data = await asyncio.wait_for(self.ws.recv(), settings.idle_timeout_s)
+                    data = await asyncio.wait_for(self.ws.recv(), max(wait, 0.01))
                 except TimeoutError:
-                    self.close(CloseCode.IDLE_TIMEOUT, "idle timeout")
-                    break
+                    idle_for = time.monotonic() - max(last_in, self._progress)
+                    if self.conversation.active_response is None and idle_for >= settings.idle_timeout_s:
+                        self.close(CloseCode.IDLE_TIMEOUT, "idle timeout")
+                        break
+                    if self.conversation.active_response is not None:
+                        last_in = time.monotonic()  # a response is running: activity
+                    continue
+                last_in = time.monotonic()
                 received = time.perf_counter()
                 if not bucket.take(time.monotonic()):
-                    self._reject(ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; slow down"))
+                    # answered, but not an invalid frame: it does not count toward max_errors
+                    self.send_error(ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; slow down"))
                     continue
                 try:
                     frame = decode_client_frame(data, self.encoding, limits)

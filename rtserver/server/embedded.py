@@ -1,8 +1,15 @@
 """The embedded default worker: a child ``rtserver worker`` process on a unix socket.
 
 Supervised: if the child exits, it is started again (with backoff) so a crashed model
-never takes the gateway down. The gateway reaches it through ``WorkerClient`` like
-any other worker.
+never takes the gateway down, but never once the gateway's shutdown began
+(``shutting_down``). The gateway reaches it through ``WorkerClient`` like any other
+worker.
+
+The child runs in its own session (process group), so a signal to the gateway's
+group (Ctrl-C in a terminal) reaches the gateway only: the gateway drains its
+responses with the worker still serving, then stops the worker itself (``stop``).
+On Linux the child also gets SIGTERM when the gateway dies (``PR_SET_PDEATHSIG``),
+so a killed gateway leaves no orphan.
 """
 
 from __future__ import annotations
@@ -17,6 +24,15 @@ import tempfile
 from rtserver.config import Settings
 
 log = logging.getLogger("rtserver.embedded")
+
+# Run before exec'ing the worker: ask for SIGTERM when the parent (argv[1]) dies, and
+# quit if it already died between fork and prctl. PR_SET_PDEATHSIG survives execve.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"
+    "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
 
 
 class EmbeddedWorker:
@@ -46,18 +62,32 @@ class EmbeddedWorker:
         self._supervisor = asyncio.create_task(self._supervise(), name="embedded-supervisor")
 
     async def _spawn(self, timeout: float) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.command(), stdout=asyncio.subprocess.PIPE, stderr=None, stdin=asyncio.subprocess.DEVNULL
+        cmd = self.command()
+        if sys.platform.startswith("linux"):
+            cmd = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *cmd]
+        self.proc = proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=None, stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
         )
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(timeout):
-            while True:
-                line = await self.proc.stdout.readline()
-                if not line:
-                    raise RuntimeError(f"embedded worker exited with {await self.proc.wait()} before it was ready")
-                if line.startswith(b"READY"):
-                    break
-        log.info("embedded worker ready (pid %s, %s)", self.proc.pid, self.settings.model)
+        assert proc.stdout is not None
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    line = await proc.stdout.readline()
+                    if not line:
+                        raise RuntimeError(f"embedded worker exited with {await proc.wait()} before it was ready")
+                    if line.startswith(b"READY"):
+                        break
+        except BaseException:  # not ready (or we are stopping): leave no process behind
+            if proc.returncode is None:
+                proc.kill()
+                await asyncio.shield(proc.wait())
+            raise
+        log.info("embedded worker ready (pid %s, %s)", proc.pid, self.settings.model)
+
+    def shutting_down(self) -> None:
+        """The gateway is shutting down: an exit of the child from now on is not restarted."""
+        self._stopping = True
 
     async def _supervise(self) -> None:
         backoff = 0.5
@@ -69,6 +99,8 @@ class EmbeddedWorker:
             log.error("embedded worker exited with %s; restarting", code)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
+            if self._stopping:
+                return
             with contextlib.suppress(Exception):
                 await self._spawn(300.0)
 

@@ -27,6 +27,7 @@ class ActiveResponse:
     finished: bool = False
     routed: bool = False
     next_seq: int = 0
+    unlogged: list[dict[str, Any]] = field(default_factory=list)  # token frames sent, not yet in the replay log
 
 
 @dataclass(slots=True)

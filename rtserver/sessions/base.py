@@ -6,6 +6,12 @@ Contract (tests/contract/test_session_store.py runs it against every backend):
   (never existed, or deleted) or ``SessionExpired`` (idle longer than the TTL).
 * ``save`` replaces the stored record atomically and slides its TTL.
 * ``touch`` slides the TTL without rewriting the record.
+* ``rotate(session, old_digest)`` is the resume token's compare-and-set: it stores
+  ``session`` (carrying the new ``token_digest``) and returns True only if the stored
+  digest is still ``old_digest`` (or nothing is stored yet) and ``old_digest`` was
+  never retired; it then retires ``old_digest``. Of concurrent rotations from one
+  digest, on any number of gateways, exactly one returns True. A ``save`` (or
+  ``create``) carrying a retired digest is ignored: a superseded copy cannot undo it.
 * Response frames for resume: ``append_frames`` adds encoded-agnostic frame records
   to a response's replay log (capped, short TTL); ``read_frames`` returns those with
   ``seq > after`` in order, or ``None`` when the log is gone.
@@ -99,6 +105,8 @@ class SessionStore(Protocol):
     async def save(self, session: Session) -> None: ...
 
     async def touch(self, session_id: str) -> None: ...
+
+    async def rotate(self, session: Session, old_digest: str) -> bool: ...
 
     async def delete(self, session_id: str) -> None: ...
 

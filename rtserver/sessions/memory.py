@@ -36,6 +36,7 @@ class MemorySessionStore:
         self._clock = clock
         self._data: dict[str, tuple[float, dict[str, Any]]] = {}
         self._tombstones: dict[str, float] = {}
+        self._retired: dict[str, set[str]] = {}  # token digests a rotation replaced
         self._frames: dict[tuple[str, str], tuple[float, list[dict[str, Any]]]] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -59,13 +60,14 @@ class MemorySessionStore:
             del self._frames[key]
         for sid in [s for s, exp in self._tombstones.items() if exp <= now]:
             del self._tombstones[sid]
+            self._retired.pop(sid, None)
         return len(gone)
 
     def __len__(self) -> int:
         return len(self._data)
 
     async def create(self, session: Session) -> None:
-        self._data[session.session_id] = (self._clock() + self._ttl, session.to_dict())
+        await self.save(session)
 
     async def load(self, session_id: str) -> Session:
         entry = self._data.get(session_id)
@@ -82,7 +84,24 @@ class MemorySessionStore:
         return Session.from_dict(entry[1])
 
     async def save(self, session: Session) -> None:
-        self._data[session.session_id] = (self._clock() + self._ttl, session.to_dict())
+        sid = session.session_id
+        if session.token_digest in self._retired.get(sid, ()):
+            return  # a superseded copy (its token was rotated since): ignored
+        entry = self._data.get(sid)
+        if entry is not None and entry[1]["token_digest"] != session.token_digest:
+            self._retired.setdefault(sid, set()).add(entry[1]["token_digest"])
+        self._data[sid] = (self._clock() + self._ttl, session.to_dict())
+
+    async def rotate(self, session: Session, old_digest: str) -> bool:
+        sid = session.session_id
+        if old_digest in self._retired.get(sid, ()):
+            return False
+        entry = self._data.get(sid)
+        if entry is not None and entry[0] > self._clock() and entry[1]["token_digest"] != old_digest:
+            return False
+        self._retired.setdefault(sid, set()).add(old_digest)
+        self._data[sid] = (self._clock() + self._ttl, session.to_dict())
+        return True
 
     async def touch(self, session_id: str) -> None:
         entry = self._data.get(session_id)
@@ -91,6 +110,7 @@ class MemorySessionStore:
 
     async def delete(self, session_id: str) -> None:
         self._data.pop(session_id, None)
+        self._retired.pop(session_id, None)
         for key in [k for k in self._frames if k[0] == session_id]:
             del self._frames[key]
 

@@ -11,7 +11,7 @@ Keys (``{…}`` is a Redis Cluster hash tag, so one session's keys share a slot)
 
 Contract as in ``sessions/base.py``. Every call is bounded by ``op_timeout_s`` and
 raises ``StoreTimeout`` (slow) or ``StoreUnavailable`` (refused, reset, protocol
-error); nothing else escapes. ``load`` and ``save`` are Lua scripts, ``touch``,
+error); nothing else escapes. ``load``, ``save`` and ``rotate`` are Lua scripts, ``touch``,
 ``delete`` and ``append_frames`` MULTI/EXEC transactions: each is atomic.
 
 Stale writers: a save that changes the token digest (a resume rotated the token)
@@ -63,6 +63,21 @@ redis.call('HSET', KEYS[1], 'data', ARGV[1], 'digest', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
+return 1
+"""
+
+
+# KEYS: sess, seen, retired.  ARGV: data, new digest, old digest, ttl_ms, seen_ms.
+# → 1 rotated | 0 refused (the old digest is retired, or the stored one is another)
+_ROTATE = """
+if redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then return 0 end
+local cur = redis.call('HGET', KEYS[1], 'digest')
+if cur and cur ~= ARGV[3] then return 0 end
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('HSET', KEYS[1], 'data', ARGV[1], 'digest', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[5])
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
 return 1
 """
 
@@ -120,6 +135,7 @@ class RedisSessionStore:
         )
         self._load_script = self._redis.register_script(_LOAD)
         self._save_script = self._redis.register_script(_SAVE)
+        self._rotate_script = self._redis.register_script(_ROTATE)
         self.stale_saves = 0  # saves ignored because their token digest was retired
         self.available = True
 
@@ -180,6 +196,13 @@ class RedisSessionStore:
         if not int(saved):
             self.stale_saves += 1
             log.info("ignored a stale save of session %s (resumed elsewhere since)", sid[:8])
+
+    async def rotate(self, session: Session, old_digest: str) -> bool:
+        sid = session.session_id
+        keys = [self._sess(sid), self._seen(sid), self._retired(sid)]
+        args: list[bytes | str | int] = [_pack(session.to_dict()), session.token_digest, old_digest,
+                                         self._ttl_ms, self._seen_ms]
+        return bool(int(await self._call("rotate", lambda: self._rotate_script(keys=keys, args=args))))
 
     async def touch(self, session_id: str) -> None:
         sid = session_id

@@ -110,7 +110,7 @@ class WorkerClient:
             try:
                 await self._serve(reader, writer)
             except (TimeoutError, OSError, WorkerProtocolError, asyncio.IncompleteReadError) as exc:
-                log.warning("worker %s lost: %s", self.state.name, exc)
+                log.warning("worker %s lost: %s", self.state.name, str(exc) or type(exc).__name__)
             finally:
                 self._connected.clear()
                 self._writer = None
@@ -122,7 +122,10 @@ class WorkerClient:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         decoder = FrameReader()
         while True:
-            data = await asyncio.wait_for(reader.read(65536), self._timeout)
+            try:
+                data = await asyncio.wait_for(reader.read(65536), self._timeout)
+            except TimeoutError:
+                raise TimeoutError(f"heartbeat timeout: nothing received for {self._timeout:g} s") from None
             if not data:
                 raise ConnectionResetError("worker closed the connection")
             self.state.last_seen = time.monotonic()

@@ -389,6 +389,45 @@ async def test_save_from_a_superseded_copy_is_ignored(backend: Backend) -> None:
     assert (await a.load(s.session_id)).history == [["user", "hi"], ["user", "more"]]
 
 
+async def test_token_rotation_is_compare_and_set(backend: Backend) -> None:
+    """Two gateways resume one session with one token at once: exactly one rotation wins,
+    and the old token's digest is retired (a late save carrying it is ignored)."""
+    a, b = backend.make(), backend.make()
+    if backend.name == "memory":
+        b = a  # one process, one store
+    s, _ = make_session(history=[["user", "hi"]])
+    await a.create(s)
+    old = s.token_digest
+    copies = [await a.load(s.session_id), await b.load(s.session_id)]
+    tokens = [new_resume_token(), new_resume_token()]
+    for copy, token in zip(copies, tokens, strict=True):
+        copy.token_digest = token_digest(token)
+    won = await asyncio.gather(a.rotate(copies[0], old), b.rotate(copies[1], old))
+    assert sorted(won) == [False, True]
+    winner = tokens[won.index(True)]
+    assert (await a.load(s.session_id)).token_matches(winner)
+    assert (await b.load(s.session_id)).token_matches(winner)
+    assert not await a.rotate(copies[won.index(False)], old)  # the old token stays spent
+    s.history.append(["assistant", "late write with the old token"])
+    await a.save(s)
+    got = await b.load(s.session_id)
+    assert got.token_matches(winner) and got.history == [["user", "hi"]]
+
+
+async def test_rotation_of_a_session_whose_creation_is_still_queued(backend: Backend) -> None:
+    """A gateway rotates before its queued create reached the store: the rotation
+    writes the record, and the queued create (old digest) no longer lands."""
+    store = backend.make()
+    s, _ = make_session()
+    old = s.token_digest
+    rotated = Session.from_dict(s.to_dict())
+    token = new_resume_token()
+    rotated.token_digest = token_digest(token)
+    assert await store.rotate(rotated, old)
+    await store.create(s)  # the queued write arrives late
+    assert (await store.load(s.session_id)).token_matches(token)
+
+
 async def test_a_burst_of_calls_is_served(backend: Backend) -> None:
     store = backend.make(**({"max_connections": 4} if backend.name == "redis" else {}))
     sessions = [make_session()[0] for _ in range(200)]
