@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +22,9 @@ from rtserver.auth import AuthUnavailable, Identity, Jwks, TokenVerifier, issue
 from rtserver.codes import ErrorCode
 from rtserver.config import load_settings
 from rtserver.exceptions import ConfigError, Unauthorized
+from tests.jwks_server import JwksServer
 
-SECRET = "s3cret"
+SECRET = "s3cret-of-at-least-thirty-two-bytes!"
 
 
 def rsa_key() -> rsa.RSAPrivateKey:
@@ -74,7 +73,7 @@ async def test_hs256_round_trips_with_expiry() -> None:
     [
         ("not-a-token", "malformed token"),
         ("a.b.c", "malformed token"),
-        (issue("other-secret", "alice", 60), "invalid token signature"),
+        (issue("another-secret-of-thirty-two-bytes", "alice", 60), "invalid token signature"),
         (issue(SECRET, "alice", 60, now=1000.0), "token expired"),
     ],
     ids=["garbage", "three-parts", "forged", "expired"],
@@ -160,46 +159,6 @@ async def test_claims_aud_iss_nbf_and_subject_claim() -> None:
 
 
 # ---------------------------------------------------------------------- JWKS server
-class JwksServer:
-    """A JWKS document served on loopback; ``keys`` may change (rotation); counts GETs."""
-
-    def __init__(self) -> None:
-        self.keys: list[dict[str, Any]] = []
-        self.gets = 0
-        self.fail = False
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server API)
-                outer.gets += 1
-                if outer.fail:
-                    self.send_response(503)
-                    self.end_headers()
-                    return
-                body = json.dumps({"keys": outer.keys}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/.well-known/jwks.json"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def add(self, private: Any, kid: str, alg: str) -> None:
-        jwk = json.loads(jwt.get_algorithm_by_name(alg).to_jwk(private.public_key()))
-        self.keys.append({**jwk, "kid": kid, "use": "sig", "alg": alg})
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def jwks_server() -> Iterator[JwksServer]:
     server = JwksServer()
