@@ -925,8 +925,19 @@
         case 'done': return this._onDone(f);
         case 'error': return this._onError(f);
         case 'pong': if (f.t === this.pingT) this.pingT = null; return undefined;
+        case 'token_expiring': return this._refreshToken();
         default: return undefined;
       }
+    }
+
+    /** The socket's token expires soon: send a fresh one from `auth()` on the live socket. Without
+     * a refresh the server closes with 4005 and the widget reconnects with a new token. */
+    async _refreshToken() {
+      const auth = this.opts.auth;
+      if (typeof auth !== 'function') return;
+      try {
+        this._send({ type: 'refresh', auth: String(await auth()) });
+      } catch { /* no token now: the reconnect after 4005 asks again */ }
     }
 
     _onSession(f) {

@@ -97,7 +97,8 @@ async def test_cancel(gw: Proc) -> None:
 
 
 async def test_a_socket_killed_mid_answer_is_resumed_once(gw: Proc) -> None:
-    async with Tapped(gw.url, backoff_base_s=0.1, backoff_cap_s=1.0) as c:
+    c = Tapped(gw.url, backoff_base_s=0.1, backoff_cap_s=1.0)
+    async with c:
         reply = await c.send("tell me a long story")
         async for _ in reply:
             if len(reply.tokens) == 10:

@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from rtserver.auth import AuthUnavailable, Identity, Jwks, TokenVerifier, issue
+from rtserver.auth import AuthUnavailable, Jwks, TokenVerifier, issue
 from rtserver.codes import ErrorCode
 from rtserver.config import load_settings
 from rtserver.exceptions import ConfigError, Unauthorized
@@ -181,7 +181,8 @@ async def test_jwks_verifies_by_kid_and_caches(jwks_server: JwksServer) -> None:
     jwks_server.add(es, "k-es", "ES256")
     jwks_server.add(ed, "k-ed", "EdDSA")
     v = jwks_verifier(jwks_server)
-    assert await v.verify(sign(rs, "RS256", kid="k-rs")) == Identity("alice", pytest.approx(time.time() + 60, abs=5))
+    ident = await v.verify(sign(rs, "RS256", kid="k-rs"))
+    assert ident.subject == "alice" and ident.expires_at == pytest.approx(time.time() + 60, abs=5)
     assert (await v.verify(sign(es, "ES256", kid="k-es"))).subject == "alice"
     assert (await v.verify(sign(ed, "EdDSA", kid="k-ed"))).subject == "alice"
     assert jwks_server.gets == 1  # one fetch serves all three
