@@ -48,6 +48,7 @@ class Connection:
         self.query_token: str | None = None  # ?token= of the handshake, verified first thing in run()
         self.expires_at: float | None = None  # the token's exp (unix seconds)
         self._auth_timers: list[asyncio.TimerHandle] = []
+        self._warned_exp = 0.0  # expiry of the last token_expiring sent (one warning per expiry)
         self._progress = time.monotonic()  # when the writer last finished a send
         self._backed_since: float | None = None  # since when the outbox is backed up
 
@@ -228,7 +229,10 @@ class Connection:
         self._auth_timers = []
 
     def _warn_expiry(self) -> None:
-        if self.expires_at is not None:
+        # A refresh with a token that expires no later than the one already warned about
+        # gets no second warning (a client re-sending a cached token must not loop).
+        if self.expires_at is not None and self.expires_at > self._warned_exp:
+            self._warned_exp = self.expires_at
             in_ms = max(0.0, (self.expires_at - time.time()) * 1000.0)
             self.send(to_wire(TokenExpiring(expires_at=self.expires_at, in_ms=round(in_ms, 1))))
 

@@ -176,3 +176,17 @@ async def test_an_unreachable_identity_provider_closes_1013(idp: tuple[JwksServe
             frames, code = await frames_until_close(ws)
     assert [(f["code"], f["retryable"], f["fatal"]) for f in frames] == [("auth_unavailable", True, True)]
     assert code == 1013
+
+
+async def test_refreshing_with_the_same_token_gets_no_second_warning(gw: Gateway) -> None:
+    """A client re-sending its cached token is not warned again (no refresh loop); the socket
+    still closes 4005 at the token's expiry."""
+    token = issue(SECRET, "alice", ttl_s=2)
+    async with connect(f"ws://127.0.0.1:{gw.port}/ws") as ws:
+        await ws.send(orjson.dumps({"type": "hello", "auth": token}).decode())
+        assert orjson.loads(await ws.recv())["type"] == "session"
+        assert orjson.loads(await ws.recv())["type"] == "token_expiring"
+        await ws.send(orjson.dumps({"type": "refresh", "auth": token}).decode())
+        frames, code = await frames_until_close(ws)
+    assert [f["type"] for f in frames] == ["refreshed", "error"]
+    assert frames[-1]["code"] == "token_expired" and code == 4005

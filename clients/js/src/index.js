@@ -221,6 +221,7 @@ export class RtClient extends Emitter {
     this._resuming = false;
     this._resumeError = null;
     this._fatal = null;
+    this._refreshing = false;
   }
 
   /** The current gateway URL. */
@@ -496,12 +497,15 @@ export class RtClient extends Emitter {
   }
 
   async _refresh() {
-    if (!this.getToken) return;
+    if (!this.getToken || this._refreshing) return;
+    this._refreshing = true;
     try {
       this._token = await this.getToken();
     } catch (err) {
       this._emit('error', new RtError('auth_failed', `getToken failed: ${err && err.message}`));
       return;
+    } finally {
+      this._refreshing = false;
     }
     if (this._send({ type: 'refresh', auth: this._token })) this.refreshes += 1;
   }
