@@ -17,11 +17,14 @@ class JwksServer:
         self.keys: list[dict[str, Any]] = []
         self.gets = 0
         self.fail = False
+        self.gate: threading.Event | None = None  # set: each GET waits until it is set (at most 10 s)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 outer.gets += 1
+                if outer.gate is not None:
+                    outer.gate.wait(10)
                 if outer.fail:
                     self.send_response(503)
                     self.end_headers()

@@ -248,3 +248,24 @@ def test_a_bad_public_key_file_fails_at_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="auth_public_key"):
         TokenVerifier.from_settings(load_settings(env={}, overrides={"auth_public_key": str(bad)}))
     assert TokenVerifier.from_settings(load_settings(env={})) is None
+
+
+async def test_the_jwks_is_fetched_off_the_event_loop_with_a_timeout(jwks_server: JwksServer) -> None:
+    import asyncio
+    import threading
+
+    private = rsa_key()
+    jwks_server.add(private, "a", "RS256")
+    jwks_server.gate = threading.Event()
+    v = jwks_verifier(jwks_server)
+    pending = asyncio.create_task(v.verify(sign(private, "RS256", kid="a")))
+    while jwks_server.gets == 0:  # this loop runs while the fetch waits at the server
+        await asyncio.sleep(0.01)
+    assert not pending.done()
+    jwks_server.gate.set()
+    assert (await pending).subject == "alice"
+    jwks_server.gate.clear()
+    slow = Jwks(jwks_server.url, timeout_s=0.2, cache_s=3600, min_refresh_s=0)
+    with pytest.raises(AuthUnavailable):
+        await slow.get("a")  # the server never answers: the timeout ends the fetch
+    jwks_server.gate.set()

@@ -300,7 +300,13 @@ export class RtClient extends Emitter {
       token = this._token;
     }
     if (this._closing) return;
-    const ws = new this.WebSocket(this.url, [this.codec.subprotocol]);
+    let ws;
+    try {
+      ws = new this.WebSocket(this.url, [this.codec.subprotocol]);
+    } catch (err) { // a malformed URL: retrying cannot help
+      this._fail(new RtError('refused', `cannot open ${this.url}: ${err && err.message}`));
+      return;
+    }
     if (this.codec.binary) ws.binaryType = 'arraybuffer';
     this.ws = ws;
     this._opens += 1;

@@ -53,6 +53,11 @@ describe('pure helpers', () => {
       assert.equal(base64(new TextEncoder().encode(s)), Buffer.from(s).toString('base64'));
     }
   });
+  test('an address the WebSocket refuses fails connect() instead of throwing elsewhere', async () => {
+    const client = new RtClient({ url: 'not a url', WebSocket });
+    await assert.rejects(client.connect(), (e) => e instanceof RtError && e.code === 'refused');
+    assert.equal(client.state, 'failed');
+  });
   test('no WebSocket at all is a clear error', () => {
     if (typeof globalThis.WebSocket === 'function') return;
     assert.throws(() => new RtClient({ url: 'ws://x/ws' }), /pass opts.WebSocket/);
