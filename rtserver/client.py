@@ -551,6 +551,8 @@ class ResilientClient:
                 elif resumed and r.response_id is None:
                     r._finish(None, ClientError("interrupted", "dropped before the answer started; send it again",
                                                 retryable=True))
+                elif r.cancel_requested and r.response_id is not None:  # cancel() while the socket was down
+                    await self._send({"type": "cancel", "response_id": r.response_id})
         elif kind == "route":
             if r is not None and not r.finished and f.get("message_id") == r.message_id:
                 r.response_id, r.route = f["response_id"], f

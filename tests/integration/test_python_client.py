@@ -110,6 +110,17 @@ async def test_a_socket_killed_mid_answer_is_resumed_once(gw: Proc) -> None:
         assert len(set(c.raw)) == len(c.raw), "the server sent no token twice"
 
 
+async def test_cancel_while_the_socket_is_down_is_sent_after_the_resume(gw: Proc) -> None:
+    async with ResilientClient(gw.url, backoff_base_s=0.1, backoff_cap_s=1.0) as c:
+        reply = await c.send("a story to stop")
+        async for t in reply:
+            if t["seq"] == 4:
+                assert c.ws is not None and c.ws.transport is not None
+                c.ws.transport.abort()
+                await c.cancel()
+        assert (await reply.wait())["finish_reason"] == "cancelled" and c.reconnects == 1
+
+
 async def test_a_gateway_restart_moves_the_client_to_the_other_gateway(
     redis_server: RedisServer, redis_prefix: str, gateway_factory: Callable[..., GatewayProcess]
 ) -> None:

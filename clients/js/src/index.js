@@ -454,6 +454,8 @@ export class RtClient extends Emitter {
         // accepted is unknown, and the server does not replay an answer it cannot name.
         r._fail(new RtError('interrupted', 'the connection dropped before the answer started; send it again',
           { retryable: true }));
+      } else if (r.cancelRequested && r.responseId) { // cancel() while the socket was down
+        this._send({ type: 'cancel', response_id: r.responseId });
       }
     }
   }

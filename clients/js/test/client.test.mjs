@@ -156,6 +156,20 @@ describe('one gateway', () => {
     client.close();
   });
 
+  test('cancel while the socket is down is sent after the resume', async () => {
+    const { Tap, sockets } = tapped();
+    const client = new RtClient({ url: gw.url, WebSocket: Tap, backoff: { baseMs: 100, capMs: 1000 } });
+    await client.connect();
+    const reply = client.send('a story to stop');
+    for await (const t of reply) {
+      if (t.seq === 4) { sockets[0].terminate(); client.cancel(); }
+    }
+    const done = await reply.done;
+    assert.equal(done.finish_reason, 'cancelled');
+    assert.equal(client.reconnects, 1);
+    client.close();
+  });
+
   test('a busy client refuses a second send', async () => {
     const client = new RtClient({ url: gw.url, WebSocket });
     await client.connect();
