@@ -308,8 +308,8 @@ class ResilientClient:
     the Python twin of the JavaScript ``rtclient`` (docs/clients.md).
 
     ``urls`` are tried in turn when a gateway restarts (1012) or cannot be reached.
-    ``get_token`` (async, returns a connection token) is called at connect, on
-    ``token_expiring`` (the result goes out as ``refresh``) and after a 4001/4005 close.
+    ``get_token`` (async, returns a connection token) is called for every new socket and
+    on ``token_expiring`` (the result goes out as ``refresh``).
     ``connect()`` returns the first ``session`` frame; ``send()`` a :class:`Reply`.
     """
 
@@ -342,7 +342,6 @@ class ResilientClient:
         self.reply: Reply | None = None
         self.ws: ClientConnection | None = None
         self._token: str | None = None
-        self._need_token = True
         self._opens = 0
         self._closing = False
         self._resuming = False
@@ -428,10 +427,9 @@ class ResilientClient:
         auth_failures = 0
         while not self._closing:
             self.state = "reconnecting" if self._opens else "connecting"
-            if self.get_token is not None and (self._need_token or self._token is None):
+            if self.get_token is not None:  # a fresh token for every socket
                 try:
                     self._token = await self.get_token()
-                    self._need_token = False
                 except Exception:  # the app's callback failed: try again later
                     await asyncio.sleep(backoff_delay(attempt, *self.backoff))
                     attempt += 1
@@ -473,7 +471,6 @@ class ResilientClient:
             if code in _AUTH_CLOSES:
                 if self.get_token is None:
                     return self._fail(self._fatal or ClientError("unauthorized", f"close {code}"))
-                self._need_token = True
                 soon = True
                 if code == 4001:
                     auth_failures += 1

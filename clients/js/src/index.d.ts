@@ -166,10 +166,12 @@ export interface RtClientOptions {
   /** Gateway URL, or several tried in turn when one restarts (1012) or cannot be reached. */
   url: string | string[];
   codec?: Codec;
-  /** Returns a connection token: called at connect, on `token_expiring`, and after a 4001/4005 close. */
+  /** Returns a connection token: called for every new socket and on `token_expiring` (sent as `refresh`). */
   getToken?: () => Promise<string> | string;
   /** A WebSocket constructor where there is no global one (e.g. the `ws` package in Node 18-21). */
   WebSocket?: WebSocketConstructor;
+  /** A fixed connection token, when there is no getToken (a refused one is not retried). */
+  token?: string;
   /** A stored conversation to resume. */
   session?: { session_id: string; resume_token: string };
   /** Name/version sent in hello. */
@@ -187,6 +189,12 @@ export interface RtClientEvents {
   token_expiring: TokenExpiringFrame;
   refreshed: RefreshedFrame;
   close: { code: number; reason: string };
+  /** A socket opened (before its hello). */
+  open: { url: string; resuming: boolean };
+  /** A reconnect is scheduled. */
+  retry: { attempt: number; delayMs: number; url: string };
+  /** Every server frame, as received (before de-duplication). */
+  frame: ServerFrame;
 }
 
 export declare class RtClient {
@@ -205,5 +213,11 @@ export declare class RtClient {
   send(text: string, options?: SendOptions): Reply;
   cancel(): void;
   close(): void;
+  /** Take over an answer stored earlier (e.g. across a page reload); the next resume asks for what follows lastSeq. */
+  adopt(answer: { messageId: string; responseId: string; lastSeq?: number }): Reply;
+  /** Reconnect now if waiting; else ping the open socket and drop it when no pong comes within timeoutMs. */
+  probe(timeoutMs?: number): void;
+  /** The delay of the reconnect scheduled last (ms). */
+  readonly nextDelay: number | null;
   on<K extends keyof RtClientEvents>(event: K, listener: (payload: RtClientEvents[K]) => void): () => void;
 }

@@ -182,14 +182,16 @@ let nextId = 0;
  *
  * Options: `url` (a string, or a list tried in turn when a gateway restarts or cannot be
  * reached), `codec` (jsonCodec, or msgpackCodec from 'rtclient/msgpack'), `getToken`
- * (async () => a connection token; called at connect, when the server warns that the
- * token expires, and after an auth close), `WebSocket` (a constructor, when there is no
+ * (async () => a connection token; called for every new socket, and when the server
+ * warns that the token expires: the result goes out as `refresh`), `WebSocket` (a constructor, when there is no
  * global one), `session` ({session_id, resume_token} to resume a stored conversation),
- * `client` (a name/version sent in hello), `backoff` ({baseMs, capMs}).
+ * `token` (a fixed token, without getToken), `client` (a name/version sent in hello),
+ * `backoff` ({baseMs, capMs}).
  *
  * Events (`client.on(name, fn)`): `state` (connecting/open/reconnecting/closed/failed),
  * `session`, `route`, `token`, `done`, `error` (every error frame), `token_expiring`,
- * `refreshed`, `close` ({code, reason}). */
+ * `refreshed`, `close` ({code, reason}), `open` (a socket opened), `retry` ({attempt,
+ * delayMs}: a reconnect is scheduled), `frame` (every server frame as received). */
 export class RtClient extends Emitter {
   constructor(opts) {
     super();
@@ -197,6 +199,7 @@ export class RtClient extends Emitter {
     this.urls = Array.isArray(opts.url) ? [...opts.url] : [opts.url];
     this.codec = opts.codec || jsonCodec;
     this.getToken = opts.getToken || null;
+    this.token = opts.token || null; // a fixed token, when there is no getToken
     this.WebSocket = opts.WebSocket || globalThis.WebSocket;
     if (typeof this.WebSocket !== 'function') {
       throw new TypeError('no global WebSocket here: pass opts.WebSocket (e.g. the ws package in Node)');
@@ -212,7 +215,9 @@ export class RtClient extends Emitter {
     this.reply = null;
     this.ws = null;
     this._token = null;
-    this._needToken = true;
+    this.nextDelay = null;
+    this.lastSchedule = null;
+    this._pingT = null;
     this._authFailures = 0;
     this._opens = 0;
     this._timer = null;
@@ -266,6 +271,43 @@ export class RtClient extends Emitter {
     // else: sent when its route arrives
   }
 
+  /** Take over an answer that was streaming before (e.g. stored across a page reload): the
+   * next resume asks for its frames after `lastSeq`. Returns its Reply. */
+  adopt({ messageId, responseId, lastSeq = -1 }) {
+    const reply = new Reply(messageId, null);
+    Object.assign(reply, { responseId, lastSeq, sent: true });
+    this.reply = reply;
+    return reply;
+  }
+
+  /** The network may be back (online event, app foregrounded): reconnect now if waiting,
+   * else check the open socket with a ping and drop it when no pong comes in `timeoutMs`. */
+  probe(timeoutMs = 5000) {
+    if (this._closing || this.state === 'failed') return;
+    if (this._timer) {
+      clearTimeout(this._timer);
+      this._timer = null;
+      this._open();
+      return;
+    }
+    if (this.state !== 'open') return;
+    const t = Date.now();
+    this._pingT = t;
+    this._send({ type: 'ping', t });
+    setTimeout(() => {
+      if (this._pingT !== t || this.state !== 'open' || this._closing) return;
+      const ws = this.ws; // no pong: the socket is dead; do not wait for its close handshake
+      this.ws = null;
+      if (ws) {
+        ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+        try { ws.close(1000, 'client reconnecting'); } catch { /* already closed */ }
+      }
+      this._emit('close', { code: 1006, reason: 'no pong' });
+      this.attempt = 0;
+      this._schedule(false);
+    }, timeoutMs);
+  }
+
   /** Close for good (no reconnect). A streaming answer fails with `closed`. */
   close() {
     this._closing = true;
@@ -284,18 +326,15 @@ export class RtClient extends Emitter {
   // ------------------------------------------------------------------ socket
   async _open() {
     this._setState(this._opens ? 'reconnecting' : 'connecting');
-    let token = null;
-    if (this.getToken) {
-      if (this._needToken || this._token === null) {
-        try {
-          this._token = await this.getToken();
-          this._needToken = false;
-        } catch (err) {
-          if (this._closing) return;
-          this._schedule(false);
-          this._emit('error', new RtError('auth_failed', `getToken failed: ${err && err.message}`));
-          return;
-        }
+    let token = this.token;
+    if (this.getToken) { // a fresh token for every socket: the last one may have expired meanwhile
+      try {
+        this._token = await this.getToken();
+      } catch (err) {
+        if (this._closing) return;
+        this._schedule(false);
+        this._emit('error', new RtError('auth_failed', `getToken failed: ${err && err.message}`));
+        return;
       }
       token = this._token;
     }
@@ -314,6 +353,7 @@ export class RtClient extends Emitter {
     ws.onopen = () => {
       if (ws !== this.ws) return;
       opened = true;
+      this._emit('open', { url: this.url, resuming: !!this.session });
       const hello = { type: 'hello', client: this.clientName };
       if (token) hello.auth = token;
       this._resuming = !!this.session;
@@ -377,20 +417,21 @@ export class RtClient extends Emitter {
         this._fail(this._fatal || new RtError('unauthorized', `unauthorized (${code} ${reason})`));
         return;
       }
-      this._needToken = true;
       if (code === 4001 && ++this._authFailures >= MAX_AUTH_FAILURES) {
         this._fail(this._fatal || new RtError('unauthorized', 'the server refused every token getToken gave'));
         return;
       }
     }
     // A restart (1012) or a gateway we could not reach: try the next one.
-    const move = code === 1012 || !opened;
-    this._schedule(move, code === 1012 || AUTH_CLOSES.has(code));
+    if (code === 1012) this.attempt = 0;
+    this._schedule(code === 1012 || !opened, AUTH_CLOSES.has(code));
   }
 
   _schedule(moveOn, soon = false) {
     if (moveOn) this.urlIndex = (this.urlIndex + 1) % this.urls.length;
     const delay = soon ? Math.round(Math.random() * this.backoff.baseMs / 2) : backoffDelay(this.attempt, this.backoff);
+    this.lastSchedule = [this.attempt, delay];
+    this.nextDelay = delay;
     this.attempt += 1;
     this._setState('reconnecting');
     clearTimeout(this._timer);
@@ -398,6 +439,7 @@ export class RtClient extends Emitter {
       this._timer = null;
       if (!this._closing) this._open();
     }, delay);
+    this._emit('retry', { attempt: this.lastSchedule[0], delayMs: delay, url: this.url });
   }
 
   _fail(error) {
@@ -419,6 +461,7 @@ export class RtClient extends Emitter {
 
   // ------------------------------------------------------------------ frames
   _onFrame(f) {
+    this._emit('frame', f);
     switch (f.type) {
       case 'session': return this._onSession(f);
       case 'route': return this._onRoute(f);
@@ -427,6 +470,7 @@ export class RtClient extends Emitter {
       case 'error': return this._onError(f);
       case 'token_expiring': this._emit('token_expiring', f); return this._refresh();
       case 'refreshed': this._emit('refreshed', f); return undefined;
+      case 'pong': if (f.t === this._pingT) this._pingT = null; return undefined;
       default: return undefined;
     }
   }
