@@ -170,6 +170,44 @@ describe('one gateway', () => {
     client.close();
   });
 
+  test('adopt() resumes an answer stored by an earlier client (a page reload)', async () => {
+    const first = new RtClient({ url: gw.url, WebSocket });
+    await first.connect();
+    const reply = first.send('a story to carry over');
+    for await (const t of reply) if (t.seq >= 7) break;
+    const stored = { session: first.session, messageId: reply.messageId, responseId: reply.responseId,
+      lastSeq: reply.lastSeq, text: reply.text };
+    first.close(); // the page goes away; the answer keeps generating for the resume grace
+    const second = new RtClient({ url: gw.url, WebSocket, session: stored.session });
+    const adopted = second.adopt(stored);
+    const session = await second.connect();
+    assert.equal(session.resumed, true);
+    const rest = await collect(adopted);
+    assert.deepEqual(seqsOf(rest.tokens), range(N).slice(stored.lastSeq + 1));
+    assert.equal(stored.text + rest.text, expectedText(N));
+    second.close();
+  });
+
+  test('probe() drops a socket that does not answer a ping, and the client comes back', async () => {
+    const client = new RtClient({ url: gw.url, WebSocket, backoff: { baseMs: 100, capMs: 500 } });
+    await client.connect();
+    client.probe(1000); // a live socket answers: nothing happens
+    await sleep(1500);
+    assert.equal(client.reconnects, 0);
+    const closed = until(client, 'close');
+    process.kill(gw.proc.pid, 'SIGSTOP'); // the gateway hangs: no pong
+    try {
+      client.probe(500);
+      assert.equal((await closed).reason, 'no pong');
+    } finally {
+      process.kill(gw.proc.pid, 'SIGCONT');
+    }
+    const session = await until(client, 'session');
+    assert.equal(session.resumed, true);
+    assert.equal((await collect(client.send('back?'))).done.finish_reason, 'stop');
+    client.close();
+  });
+
   test('a busy client refuses a second send', async () => {
     const client = new RtClient({ url: gw.url, WebSocket });
     await client.connect();
