@@ -95,6 +95,17 @@ class Settings:
     models: dict[str, str] = _f({}, "use case → model id (TOML [models] table); unset cases use model_id")
     classifier: str = _f("", "folder of the ONNX intent classifier (default: the shipped one)")
     classifier_threads: int = _f(1, "threads for the classifier pool")
+    # --- identity provider tokens (see rtserver/auth.py; HS256 with auth_secret works alongside)
+    auth_public_key: str = _f("", "PEM public key file verifying RS256 / ES256 / EdDSA connection tokens")
+    auth_jwks_url: str = _f("", "identity provider JWKS URL verifying RS256 / ES256 / EdDSA tokens by kid")
+    auth_audience: str = _f("", "required token 'aud' (empty: a token carrying 'aud' is refused)")
+    auth_issuer: str = _f("", "required token 'iss' (empty: not checked)")
+    auth_leeway_s: float = _f(5.0, "clock skew allowed on exp / nbf")
+    auth_subject_claim: str = _f("sub", "claim naming the user (e.g. sub, email, user_id)")
+    auth_jwks_timeout_s: float = _f(3.0, "timeout of one JWKS fetch")
+    auth_jwks_cache_s: float = _f(3600.0, "JWKS kept this long before it is fetched again")
+    auth_jwks_min_refresh_s: float = _f(30.0, "an unknown kid fetches the JWKS at most this often")
+    auth_expiry_warning_s: float = _f(60.0, "a 'token_expiring' frame goes out this long before a socket's token expires")
 
     def limits(self) -> Limits:
         return Limits(
@@ -109,6 +120,10 @@ class Settings:
 
     def model_map(self) -> dict[str, str]:
         return {uc: self.models.get(uc, self.model_id) for uc in USE_CASES}
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.auth_secret or self.auth_public_key or self.auth_jwks_url)
 
     @property
     def is_local(self) -> bool:
@@ -172,7 +187,7 @@ def _check(s: Settings) -> Settings:
         raise ConfigError("embedded_engine must be openvino or synthetic")
     if s.embedded_mode not in ("process", "inproc"):
         raise ConfigError("embedded_mode must be process or inproc")
-    if not s.is_local and not s.auth_secret and not s.allow_anonymous:
+    if not s.is_local and not s.auth_enabled and not s.allow_anonymous:
         raise ConfigError(
             f"serving {s.host} without authentication: set auth_secret (RTSERVER_AUTH_SECRET), "
             "or allow_anonymous when an authenticating proxy stands in front"

@@ -10,6 +10,7 @@
     │   ├── SessionNotFound(SessionError, KeyError)
     │   ├── SessionExpired
     │   └── Unauthorized(SessionError, PermissionError)
+    │       └── TokenExpired        a live socket's token expired without a refresh
     ├── StoreError
     │   ├── StoreUnavailable(StoreError, ConnectionError)
     │   └── StoreTimeout(StoreError, TimeoutError)
@@ -19,6 +20,7 @@
     │   └── WorkerProtocolError
     ├── EngineError
     │   └── ModelNotFound(EngineError, FileNotFoundError)
+    ├── AuthUnavailable(RtServerError, ConnectionError)   (defined in rtserver.auth)
     └── RouteError
         └── InvalidRouteOverride(RouteError, ValueError)   (defined in rtserver.routing.router)
 
@@ -72,6 +74,10 @@ class SessionExpired(SessionError):
 
 class Unauthorized(SessionError, PermissionError):
     code = ErrorCode.UNAUTHORIZED
+
+
+class TokenExpired(Unauthorized):
+    code = ErrorCode.TOKEN_EXPIRED
 
 
 class StoreError(RtServerError):

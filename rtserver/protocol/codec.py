@@ -31,16 +31,20 @@ from rtserver.protocol.frames import (
     Message,
     Ping,
     Pong,
+    Refresh,
+    Refreshed,
     Route,
     ServerFrame,
     SessionInfo,
     Token,
+    TokenExpiring,
 )
 
 Encoding = Literal["json", "msgpack"]
 SUBPROTOCOLS: dict[str, Encoding] = {"rt.v1.json": "json", "rt.v1.msgpack": "msgpack"}
 ATTACHMENT_KINDS = ("image", "audio", "file")
 _MAX_TOKEN_CHARS = 256  # session ids, tokens, client names
+MAX_AUTH_CHARS = 4096  # a connection token (JWT)
 
 
 # ------------------------------------------------------------------------- decoding
@@ -93,11 +97,16 @@ def validate(obj: Any, encoding: Encoding, limits: Limits) -> ClientFrame:
         return Hello(
             session_id=_opt_str(obj, "session_id", _MAX_TOKEN_CHARS),
             resume_token=_opt_str(obj, "resume_token", _MAX_TOKEN_CHARS),
-            auth=_opt_str(obj, "auth", 4096),
+            auth=_opt_str(obj, "auth", MAX_AUTH_CHARS),
             client=_opt_str(obj, "client", _MAX_TOKEN_CHARS),
             last_seq=_opt_int(obj, "last_seq", lo=-1),
             response_id=_opt_str(obj, "response_id", limits.max_id_chars),
         )
+    if kind == "refresh":
+        auth = _opt_str(obj, "auth", MAX_AUTH_CHARS)
+        if auth is None:
+            raise ProtocolError(ErrorCode.MISSING_FIELD, "refresh needs 'auth' (a connection token)")
+        return Refresh(auth=auth)
     if isinstance(kind, str):
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type {kind[:40]!r}")
     raise ProtocolError(ErrorCode.INVALID_FIELD, "'type' must be a string")
@@ -292,6 +301,10 @@ def to_wire(frame: ServerFrame) -> dict[str, Any]:
             "limits": dict(frame.limits),
             "route": dict(frame.route) if frame.route is not None else None,
         }
+    if isinstance(frame, Refreshed):
+        return {"type": "refreshed", "expires_at": frame.expires_at}
+    if isinstance(frame, TokenExpiring):
+        return {"type": "token_expiring", "expires_at": frame.expires_at, "in_ms": frame.in_ms}
     return {"type": "pong", "t": frame.t}
 
 
@@ -345,6 +358,8 @@ def client_to_wire(frame: ClientFrame, encoding: Encoding) -> dict[str, Any]:
         return {"type": "cancel", "response_id": frame.response_id}
     if isinstance(frame, Ping):
         return {"type": "ping", "t": frame.t}
+    if isinstance(frame, Refresh):
+        return {"type": "refresh", "auth": frame.auth}
     raise TypeError(frame)
 
 

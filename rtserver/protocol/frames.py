@@ -56,7 +56,15 @@ class Ping:
     type: Literal["ping"] = "ping"
 
 
-ClientFrame: TypeAlias = Hello | Message | Cancel | Ping
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """A new connection token for the live socket; it must name the same subject."""
+
+    auth: str
+    type: Literal["refresh"] = "refresh"
+
+
+ClientFrame: TypeAlias = Hello | Message | Cancel | Ping | Refresh
 
 
 # --------------------------------------------------------------------- server → client
@@ -146,7 +154,24 @@ class Pong:
     type: Literal["pong"] = "pong"
 
 
-ServerFrame: TypeAlias = SessionInfo | Route | Token | Done | Error | Pong
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    """A ``refresh`` was accepted; the socket now lives until ``expires_at``."""
+
+    expires_at: float
+    type: Literal["refreshed"] = "refreshed"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenExpiring:
+    """The socket's token expires at ``expires_at`` (unix seconds): send ``refresh`` before."""
+
+    expires_at: float
+    in_ms: float
+    type: Literal["token_expiring"] = "token_expiring"
+
+
+ServerFrame: TypeAlias = SessionInfo | Route | Token | Done | Error | Pong | Refreshed | TokenExpiring
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +201,6 @@ class Limits:
 
 __all__ = [
     "Attachment", "AttachmentKind", "Cancel", "ClientFrame", "Decision", "Done", "DoneStats",
-    "Error", "FinishReason", "Hello", "Limits", "Message", "Ping", "Pong", "Route",
-    "ServerFrame", "SessionInfo", "Token", "TokenStats", "Usage",
+    "Error", "FinishReason", "Hello", "Limits", "Message", "Ping", "Pong", "Refresh", "Refreshed", "Route",
+    "ServerFrame", "SessionInfo", "Token", "TokenExpiring", "TokenStats", "Usage",
 ]

@@ -29,6 +29,7 @@ from websockets.exceptions import NegotiationError
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from rtserver.auth import TokenVerifier
 from rtserver.codes import CloseCode, ErrorCode
 from rtserver.config import Settings
 from rtserver.engines.base import ChatMessage, GenerateRequest, MediaPart, SamplingParams, TokenEvent
@@ -85,7 +86,7 @@ class Gateway:
         self._conns: set[Connection] = set()
         self._ip_counts: dict[str, int] = {}
         self.ready = False
-        self.auth_secret = settings.auth_secret
+        self.verifier = TokenVerifier.from_settings(settings)  # None: auth off
         self._proxies = [ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies]
 
     # ================================================================= lifespan
@@ -332,16 +333,8 @@ class Gateway:
             err = RtServerError(f"more than {s.max_connections_per_ip} connections from one address")
             err.code = ErrorCode.RATE_LIMITED
             return err, CloseCode.RATE_LIMITED
-        if self.auth_secret:
-            token = _query_token(ws.request.path if ws.request is not None else "")
-            if token is not None:
-                from rtserver.auth import verify
-                from rtserver.exceptions import Unauthorized
-
-                try:
-                    conn.subject = verify(self.auth_secret, token)
-                except Unauthorized as exc:
-                    return exc, CloseCode.UNAUTHORIZED
+        if self.verifier is not None:
+            conn.query_token = _query_token(ws.request.path if ws.request is not None else "")  # verified in run()
         return None
 
     # ================================================================= sessions
@@ -397,7 +390,7 @@ class Gateway:
         from rtserver.exceptions import Unauthorized
 
         def check_subject(session: Session) -> None:
-            if self.auth_secret and session.subject != subject:
+            if self.verifier is not None and session.subject != subject:
                 raise Unauthorized("this session belongs to another user")
 
         live = self.live.get(hello.session_id)

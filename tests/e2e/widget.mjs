@@ -454,9 +454,8 @@ const scenarios = {
     await page.waitForFunction(() => { const w = window.RtChat.instances[0]; return w.inflight && w.inflight.lastSeq >= 2; }, null, { timeout: WAIT });
     await page.evaluate(() => {
       const w = window.RtChat.instances[0];
-      const orig = w._schedule.bind(w);
       window.__delays = [];
-      w._schedule = (attempt) => { orig(attempt); window.__delays.push([attempt, w.nextDelay]); };
+      w.client.on('retry', ({ attempt, delayMs }) => window.__delays.push([attempt, delayMs]));
     });
     const states = [];
     const poll = setInterval(async () => {
