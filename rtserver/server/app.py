@@ -161,11 +161,16 @@ class Gateway:
         from rtserver.routing.classifier import IntentClassifier
         from rtserver.routing.router import Router
 
+        from rtserver.routing.batching import batch_settings
+
         s = self.settings
         classifier = IntentClassifier.load(Path(s.classifier) if s.classifier else None)
-        self._executor = ThreadPoolExecutor(max(1, s.classifier_threads), thread_name_prefix="classifier")
+        batching = batch_settings(s)
+        self._executor = ThreadPoolExecutor(batching.threads, thread_name_prefix="classifier")
+        if batching.max_batch > 1:
+            classifier.enable_batches()
         classifier.warm_up()
-        return Router(classifier, s.model_map(), executor=self._executor)
+        return Router(classifier, s.model_map(), executor=self._executor, batching=batching)
 
     async def _open_workers(self, stack: contextlib.AsyncExitStack) -> None:
         from rtserver.workers.client import WorkerClient
