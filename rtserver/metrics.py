@@ -83,6 +83,10 @@ class Metrics:
         self.bypass_seconds = Histogram(
             "rtserver_bypass_decision_seconds", "Time to a bypass decision", buckets=_US_BUCKETS, registry=r
         )
+        self.write_frames = Histogram(
+            "rtserver_socket_write_frames", "WebSocket frames per socket write (batched writes)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -158,10 +158,9 @@ class Gateway:
         return store
 
     def _open_router(self) -> Any:
+        from rtserver.routing.batching import batch_settings
         from rtserver.routing.classifier import IntentClassifier
         from rtserver.routing.router import Router
-
-        from rtserver.routing.batching import batch_settings
 
         s = self.settings
         classifier = IntentClassifier.load(Path(s.classifier) if s.classifier else None)

@@ -105,19 +105,53 @@ class Connection:
                 transport.abort()
 
     async def _write(self) -> None:
+        """Send what the outbox holds, in order, several frames per socket write.
+
+        After the first frame, wait ``write_delay_ms`` (0: not at all) for more, then take up
+        to ``write_batch_frames`` queued frames and hand them to the transport as one write
+        (each still its own WebSocket message). A close record ends the batch and the loop.
+        """
         ws, enc, outbox = self.ws, self.encoding, self.outbox
         text = enc == "json"
+        settings = self.gw.settings
+        delay, most = settings.write_delay_ms / 1000.0, settings.write_batch_frames
+        written = self.gw.metrics.write_frames
         try:
             while True:
-                frame = await outbox.get()
-                if frame.get("type") == "__close__":
-                    assert self._close is not None
-                    await ws.close(*self._close)
-                    return
-                await ws.send(encode_payload(frame, enc), text=text)
+                first = await outbox.get()
+                if delay > 0 and first.get("type") != "__close__" and len(outbox) < most - 1:
+                    await asyncio.sleep(delay)
+                batch = [first, *outbox.take_nowait(most - 1)]
+                payloads: list[bytes] = []
+                for frame in batch:
+                    if frame.get("type") == "__close__":
+                        await self._send_all(payloads, text)
+                        assert self._close is not None
+                        await ws.close(*self._close)
+                        return
+                    payloads.append(encode_payload(frame, enc))
+                await self._send_all(payloads, text)
+                written.observe(len(payloads))
                 self._progress = time.monotonic()
         except ConnectionClosed:
             pass
+
+    async def _send_all(self, payloads: list[bytes], text: bool) -> None:
+        """``payloads`` as consecutive WebSocket messages in one transport write."""
+        ws = self.ws
+        if len(payloads) <= 1:
+            if payloads:
+                await ws.send(payloads[0], text=text)
+            return
+        async with ws.send_context():  # flushes (and drains) on exit, or raises ConnectionClosed
+            protocol = ws.protocol
+            for payload in payloads:
+                if text:
+                    protocol.send_text(payload)
+                else:
+                    protocol.send_binary(payload)
+            # Sending data frames while open never yields b"" (websockets' half-close marker).
+            ws.transport.write(b"".join(protocol.data_to_send()))
 
     # ------------------------------------------------------------------ input
     async def run(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -32,7 +32,7 @@ class GatedClassifier(FakeClassifier):
 
 
 @pytest.fixture
-def pool() -> concurrent.futures.ThreadPoolExecutor:
+def pool() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
     with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="classifier") as ex:
         yield ex
 
