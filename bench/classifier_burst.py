@@ -86,7 +86,10 @@ async def burst(clf: IntentClassifier, texts: list[str], arrivals: list[float], 
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(texts[i % len(texts)], loop.time())))
         await asyncio.gather(*tasks)
-        sizes = {} if router.batcher is None else dict(sorted(router.batcher.stats.sizes.items()))
+        b = router.batcher
+        sizes = {} if b is None else dict(sorted(b.stats.sizes.items()))
+        shed = {} if b is None else {"full": b.stats.shed_full, "predicted": b.stats.shed_predicted,
+                                     "late": b.stats.shed_late}
     n = len(latencies)
     return {
         "n": n,
@@ -96,6 +99,7 @@ async def burst(clf: IntentClassifier, texts: list[str], arrivals: list[float], 
         "fast_share": round(decisions.get("fast", 0) / n, 4),
         "decisions": decisions,
         "batch_sizes": sizes,
+        "shed": shed,
         "labels_changed": wrong,
     }
 
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     configs: dict[str, BatchSettings | None] = {"legacy (1 thread, unbounded)": None}
     for threads in sorted({1, max(1, min(4, cores // 2)), min(2, cores)}):
-        for size, window in ((1, 0.0), (8, 0.0), (8, 2.0), (16, 0.0)):
+        for size, window in ((1, 0.0), (4, 0.0), (8, 0.0), (8, 2.0)):
             configs[f"batch {size} window {window:g} ms threads {threads}"] = BatchSettings(
                 max_batch=size, window_s=window / 1000.0, queue_limit=args.queue,
                 max_wait_s=args.max_wait_ms / 1000.0, threads=threads)
@@ -140,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, runs in results.items():
         mid = sorted(runs, key=lambda r: r["p99_ms"])[len(runs) // 2]
         rows.append([name, mid["p50_ms"], mid["p99_ms"], mid["max_ms"], mid["fast_share"],
-                     sum(r["labels_changed"] for r in runs), mid["batch_sizes"]])
-    print(table(["config", "p50 ms", "p99 ms", "max ms", "fast share", "labels changed", "batch sizes"], rows))
+                     sum(r["labels_changed"] for r in runs), mid["batch_sizes"], mid["shed"]])
+    print(table(["config", "p50 ms", "p99 ms", "max ms", "fast share", "labels changed", "batch sizes", "shed"],
+                rows))
     print(f"(arrival to routing decision; {len(arrivals)} new conversations at {args.rate:g}/s; median run of "
           f"{args.repeat} by p99; queue {args.queue}, max wait {args.max_wait_ms:g} ms)")
     path = write_results("classifier_burst", {

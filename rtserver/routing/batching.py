@@ -10,8 +10,12 @@ The queue is bounded twice, so that a burst costs users no waiting they would no
 
 * ``queue_limit``: messages queued or being classified. Beyond it ``classify`` returns
   ``None`` at once.
-* ``max_wait_s``: a message still queued after this long is handed back (``None``) when its
-  turn comes, instead of running late.
+* ``max_wait_s``: the longest a message may take from arrival to verdict. On arrival the
+  batcher predicts the wait, ``(queued / threads + 1) x`` the recent time per message
+  (an average over finished runs), and returns ``None`` at once when it is longer (an
+  idle classifier always takes the message); a
+  message still queued after ``max_wait_s`` (the prediction was wrong) is handed back
+  when its turn comes instead of running late.
 
 ``None`` means "route by the fast signals" (``Router``'s decision ``"fast"``). Every
 result future is settled on the loop; a caller cancelled while queued simply drops out.
@@ -54,11 +58,13 @@ class BatchSettings:
 
 @dataclass(slots=True)
 class BatcherStats:
-    """Counters since start: ``sizes[n]`` batches of ``n`` messages; ``shed_full``/``shed_late``
-    messages handed back because the queue was full / they waited past ``max_wait_s``."""
+    """Counters since start: ``sizes[n]`` batches of ``n`` messages; messages handed back because
+    the queue was full (``shed_full``), their predicted wait was past ``max_wait_s``
+    (``shed_predicted``) or they did wait past it (``shed_late``)."""
 
     sizes: dict[int, int]
     shed_full: int = 0
+    shed_predicted: int = 0
     shed_late: int = 0
 
 
@@ -80,8 +86,8 @@ _Item = tuple[str, float, "asyncio.Future[Classification | None]"]
 class ClassifierBatcher:
     """One per router; see the module docstring. Not thread-safe: use it from one event loop."""
 
-    __slots__ = ("_busy", "_classifier", "_clock", "_executor", "_in_flight", "_pending", "_settings", "_timer",
-                 "stats")
+    __slots__ = ("_busy", "_classifier", "_clock", "_executor", "_in_flight", "_pending", "_per_message_s",
+                 "_settings", "_timer", "stats")
 
     def __init__(
         self,
@@ -100,6 +106,7 @@ class ClassifierBatcher:
         self._busy = 0
         self._in_flight = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._per_message_s = 0.0  # moving average of a run's time per message (0: none yet)
         self.stats = BatcherStats(sizes={})
 
     @property
@@ -109,8 +116,13 @@ class ClassifierBatcher:
 
     async def classify(self, text: str) -> Classification | None:
         """The verdict for ``text``, or ``None`` when the queue is full or it waited too long."""
-        if self.queued >= self._settings.queue_limit:
+        s = self._settings
+        queued = self.queued
+        if queued >= s.queue_limit:
             self.stats.shed_full += 1
+            return None
+        if queued and (queued / s.threads + 1.0) * self._per_message_s > s.max_wait_s:  # idle: always run
+            self.stats.shed_predicted += 1
             return None
         future: asyncio.Future[Classification | None] = asyncio.get_running_loop().create_future()
         self._pending.append((text, self._clock(), future))
@@ -153,14 +165,17 @@ class ClassifierBatcher:
             self.stats.sizes[len(batch)] = self.stats.sizes.get(len(batch), 0) + 1
             texts = [text for text, _, _ in batch]
             run = loop.run_in_executor(self._executor, self._classifier.classify_batch, texts)
-            run.add_done_callback(lambda done, items=batch: self._settle(items, done))  # type: ignore[misc]
+            started = self._clock()
+            run.add_done_callback(lambda done, items=batch, t=started: self._settle(items, done, t))  # type: ignore[misc]
         if self._timer is not None and (not self._pending or self._busy >= s.threads):
             self._timer.cancel()
             self._timer = None
 
-    def _settle(self, items: list[_Item], done: asyncio.Future[list[Classification]]) -> None:
+    def _settle(self, items: list[_Item], done: asyncio.Future[list[Classification]], started: float) -> None:
         self._busy -= 1
         self._in_flight -= len(items)
+        per = (self._clock() - started) / len(items)
+        self._per_message_s = per if self._per_message_s == 0.0 else 0.8 * self._per_message_s + 0.2 * per
         exc = None if done.cancelled() else done.exception()
         for i, (_, _, future) in enumerate(items):
             if future.done():
