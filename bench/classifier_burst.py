@@ -13,7 +13,7 @@ costs on top, see bench/gateway_overhead.py):
   alternation within one run: ``legacy`` (one thread, an unbounded executor queue: the
   router before arrival batching) and several ``ClassifierBatcher`` settings. Reported:
   time from arrival to routing decision (p50/p99/max, ms), the share of decisions
-  ``"fast"`` (queue full or waited past ``max_wait``), the batch sizes seen, and whether
+  ``"fast"`` (queue full, or a predicted or real wait past ``max_wait``), the batch sizes seen, and whether
   every classified message got the label ``classify`` gives it alone.
 
 Results: bench/results/classifier_burst.json.
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--queue", type=int, default=32)
-    p.add_argument("--max-wait-ms", type=float, default=15.0)
+    p.add_argument("--max-wait-ms", type=float, default=20.0)
     args = p.parse_args(argv)
 
     clf = IntentClassifier.load()

@@ -98,7 +98,7 @@ class Settings:
     classifier_batch: int = _f(8, "most first messages classified in one padded onnxruntime run (1: no batching)")
     classifier_window_ms: float = _f(0.0, "wait this long for more messages before a batch runs (0: batch what queued)")
     classifier_queue: int = _f(32, "messages waiting for or in the classifier; beyond it they route by fast signals")
-    classifier_max_wait_ms: float = _f(15.0, "a message queued longer than this routes by fast signals instead")
+    classifier_max_wait_ms: float = _f(20.0, "a message that would wait longer for the classifier routes by fast signals")
     # --- writes
     write_delay_ms: float = _f(0.0, "collect a socket's frames this long before writing them together (0: no wait)")
     write_batch_frames: int = _f(64, "most frames written to a socket in one write")

@@ -10,10 +10,10 @@ The queue is bounded twice, so that a burst costs users no waiting they would no
 
 * ``queue_limit``: messages queued or being classified. Beyond it ``classify`` returns
   ``None`` at once.
-* ``max_wait_s``: the longest a message may take from arrival to verdict. On arrival the
-  batcher predicts the wait, ``(queued / threads + 1) x`` the recent time per message
-  (an average over finished runs), and returns ``None`` at once when it is longer (an
-  idle classifier always takes the message); a
+* ``max_wait_s``: the longest a message may wait for a thread. On arrival the batcher
+  predicts that wait, ``queued / threads x`` the recent time per message (a moving
+  average over finished runs), and returns ``None`` at once when it is longer (an idle
+  classifier always takes the message); a
   message still queued after ``max_wait_s`` (the prediction was wrong) is handed back
   when its turn comes instead of running late.
 
@@ -52,7 +52,7 @@ class BatchSettings:
     max_batch: int = 8
     window_s: float = 0.0
     queue_limit: int = 32
-    max_wait_s: float = 0.015
+    max_wait_s: float = 0.02
     threads: int = 1
 
 
@@ -121,7 +121,7 @@ class ClassifierBatcher:
         if queued >= s.queue_limit:
             self.stats.shed_full += 1
             return None
-        if queued and (queued / s.threads + 1.0) * self._per_message_s > s.max_wait_s:  # idle: always run
+        if queued / s.threads * self._per_message_s > s.max_wait_s:
             self.stats.shed_predicted += 1
             return None
         future: asyncio.Future[Classification | None] = asyncio.get_running_loop().create_future()
