@@ -48,6 +48,12 @@ def _children(pid: int) -> list[tuple[int, str]]:
     return out
 
 
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        body: bytes = r.read()
+    return body.decode()
+
+
 def _metric(text: str, name: str) -> float:
     return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
@@ -84,8 +90,7 @@ async def test_conversations_resume_and_metrics_span_the_processes(host: Gateway
             assert c2.session is not None and c2.session["resumed"] is True
             again = await c2.ask("and then?")
             assert again.route is not None and again.route["decision"] == "bypass"
-    with urllib.request.urlopen(f"http://127.0.0.1:{host.port}/metrics", timeout=5) as r:
-        text = r.read().decode()
+    text = await asyncio.to_thread(_get, f"http://127.0.0.1:{host.port}/metrics")
     # one scrape, whichever process answers it, counts every message of the host
     assert _metric(text, "rtserver_messages_total") == n + 6
     assert _metric(text, "rtserver_session_creations_total") == n
