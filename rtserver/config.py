@@ -95,7 +95,7 @@ class Settings:
     models: dict[str, str] = _f({}, "use case → model id (TOML [models] table); unset cases use model_id")
     classifier: str = _f("", "folder of the ONNX intent classifier (default: the shipped one)")
     classifier_threads: int = _f(0, "threads for the classifier pool (0: half the cores, 1 to 4)")
-    classifier_batch: int = _f(8, "most first messages classified in one padded onnxruntime run (1: no batching)")
+    classifier_batch: int = _f(1, "most messages classified in one padded onnxruntime run (1: one at a time)")
     classifier_window_ms: float = _f(0.0, "wait this long for more messages before a batch runs (0: batch what queued)")
     classifier_queue: int = _f(32, "messages waiting for or in the classifier; beyond it they route by fast signals")
     classifier_max_wait_ms: float = _f(20.0, "a message that would wait longer for the classifier routes by fast signals")

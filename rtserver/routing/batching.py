@@ -49,7 +49,7 @@ class BatchClassifier(Protocol):
 class BatchSettings:
     """See the module docstring; ``threads`` must match the executor's thread count."""
 
-    max_batch: int = 8
+    max_batch: int = 1
     window_s: float = 0.0
     queue_limit: int = 32
     max_wait_s: float = 0.02
