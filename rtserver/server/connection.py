@@ -111,30 +111,38 @@ class Connection:
         to ``write_batch_frames`` queued frames and hand them to the transport as one write
         (each still its own WebSocket message). A close record ends the batch and the loop.
         """
-        ws, enc, outbox = self.ws, self.encoding, self.outbox
-        text = enc == "json"
-        settings = self.gw.settings
+        outbox, settings = self.outbox, self.gw.settings
         delay, most = settings.write_delay_ms / 1000.0, settings.write_batch_frames
-        written = self.gw.metrics.write_frames
         try:
             while True:
-                first = await outbox.get()
-                if delay > 0 and first.get("type") != "__close__" and len(outbox) < most - 1:
+                batch = [await outbox.get()]
+                if delay > 0 and batch[0].get("type") != "__close__" and len(outbox) < most - 1:
                     await asyncio.sleep(delay)
-                batch = [first, *outbox.take_nowait(most - 1)]
-                payloads: list[bytes] = []
-                for frame in batch:
-                    if frame.get("type") == "__close__":
-                        await self._send_all(payloads, text)
-                        assert self._close is not None
-                        await ws.close(*self._close)
-                        return
-                    payloads.append(encode_payload(frame, enc))
-                await self._send_all(payloads, text)
-                written.observe(len(payloads))
-                self._progress = time.monotonic()
+                batch += outbox.take_nowait(most - 1)
+                if await self._send_batch(batch):
+                    return
+                # An idle writer holds nothing it sent (bench/idle_conns.py: KBs per idle socket).
+                del batch
         except ConnectionClosed:
             pass
+
+    async def _send_batch(self, batch: list[dict[str, Any]]) -> bool:
+        """Encode and send ``batch`` in one write; True when it ended with the close record."""
+        payloads: list[bytes] = []
+        closing = False
+        for frame in batch:
+            if frame.get("type") == "__close__":
+                closing = True
+                break
+            payloads.append(encode_payload(frame, self.encoding))
+        await self._send_all(payloads, self.encoding == "json")
+        if payloads:
+            self._progress = time.monotonic()
+            self.gw.metrics.write_frames.observe(len(payloads))
+        if closing:
+            assert self._close is not None
+            await self.ws.close(*self._close)
+        return closing
 
     async def _send_all(self, payloads: list[bytes], text: bool) -> None:
         """``payloads`` as consecutive WebSocket messages in one transport write."""
