@@ -38,7 +38,8 @@ the client override (rule 1) beats it.
 When that queue is full, or a message waited past ``batching.max_wait_s``, the
 message is routed by its fast signals alone: decision ``"fast"``, confidence 0 for
 a first message (use case: its one cue class, else ``chat``; see ``fast_use_case``),
-and a later message keeps its route. ``classifier_ms`` is ``None``.
+and a later message keeps its route and basis (so its novelty is classified with a
+later message). ``classifier_ms`` is ``None``.
 
 Classification runs in ``executor`` (``loop.run_in_executor``), never on the
 event loop. Nothing here does I/O; ``RouteState`` round-trips through plain JSON
@@ -367,11 +368,18 @@ class Router:
         return RouteDecision(decision, use_case, model_id, confidence, changed, route_ms, classifier_ms, new_state)
 
     def _fast(self, state: RouteState | None, signals: Signals, ctx_hash: str, start: float) -> RouteDecision:
-        """Decision ``"fast"``: a first message goes where ``fast_use_case`` says; a later one
-        keeps its route (a reroute needs the model). Confidence 0: no model verdict."""
-        decided = self._settle(state, signals, fast_use_case(signals.cues) if state is None else state.use_case,
-                               0.0 if state is None else state.confidence, None, ctx_hash, start)
-        return dataclasses.replace(decided, decision="fast")
+        """Decision ``"fast"``: a first message goes where ``fast_use_case`` says (confidence 0,
+        basis from its signals); a later one keeps its route and its basis unchanged, so what
+        was new in it is classified again with the next message that carries it."""
+        if state is None:
+            return dataclasses.replace(
+                self._settle(None, signals, fast_use_case(signals.cues), 0.0, None, ctx_hash, start), decision="fast")
+        model_id = self._models[state.use_case]
+        if state.model_id != model_id:
+            state = dataclasses.replace(state, model_id=model_id)
+        changed = not self._within_basis(state, signals)
+        route_ms = (self._clock() - start) * 1000.0
+        return RouteDecision("fast", state.use_case, model_id, state.confidence, changed, route_ms, None, state)
 
     @staticmethod
     def _within_basis(state: RouteState, signals: Signals) -> bool:

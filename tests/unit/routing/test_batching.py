@@ -92,9 +92,12 @@ async def test_a_later_message_keeps_its_route_when_shed(pool: concurrent.future
     blocker = asyncio.create_task(router.route(None, "other conversation", [], None))
     await asyncio.sleep(0.05)
     d = await router.route(state, "write a poem about it", [], None)  # a new cue: would need the model
-    assert (d.decision, d.use_case, d.model_id) == ("fast", "agent", "agent-model")
+    assert (d.decision, d.use_case, d.model_id, d.context_changed) == ("fast", "agent", "agent-model", True)
+    assert d.state == state  # the basis is not widened: the novelty is classified next time
     fake.gate.set()
     await blocker
+    again = await router.route(d.state, "write a poem about it", [], None)
+    assert again.decision != "fast" and again.classifier_ms is not None  # now the model ran
 
 
 @pytest.mark.asyncio
