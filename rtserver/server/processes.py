@@ -65,16 +65,27 @@ def check_processes(settings: Settings) -> None:
 
 
 def _reserve(host: str, port: int) -> socket.socket:
-    """A bound, non-listening SO_REUSEPORT socket holding the port while the processes start."""
+    """A bound, non-listening SO_REUSEPORT socket holding the port while the processes start.
+
+    The port is first bound without SO_REUSEPORT, so a port that anything holds, even
+    another ``--processes`` gateway (whose group this one would silently join), is refused.
+    """
     family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    probe = socket.socket(family, kind, proto)
     sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(addr)
+        addr = (addr[0], probe.getsockname()[1], *addr[2:])  # port 0: the one just picked
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.close()
         sock.bind(addr)
     except OSError as exc:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    finally:
+        probe.close()
     return sock
 
 

@@ -30,3 +30,22 @@ def test_several_processes_refuse_an_inproc_engine_per_process() -> None:
 def test_out_of_range_scale_settings_are_refused(name: str, value: int) -> None:
     with pytest.raises(ConfigError, match=name):
         load_settings(env={}, overrides={name: value})
+
+
+def test_a_port_held_by_another_reuseport_group_is_refused() -> None:
+    import socket
+
+    from rtserver.server.processes import _reserve
+
+    other = socket.socket()
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    other.bind(("127.0.0.1", 0))
+    other.listen()
+    try:
+        with pytest.raises(ConfigError, match=r"cannot listen on 127\.0\.0\.1"):
+            _reserve("127.0.0.1", other.getsockname()[1])
+    finally:
+        other.close()
+    free = _reserve("127.0.0.1", 0)
+    assert free.getsockname()[1] > 0
+    free.close()
