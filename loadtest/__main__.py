@@ -24,14 +24,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="WebSocket load tester for rtserver (protocol v1): N concurrent scripted conversations.",
     )
     p.add_argument("--url", default="ws://127.0.0.1:8000/ws", help="WebSocket URL (add ?token=… for auth)")
-    p.add_argument("-c", "--conversations", type=int, default=4, help="concurrent conversations (default 4)")
-    p.add_argument("-t", "--turns", type=int, default=2, help="turns per conversation (default 2)")
+    p.add_argument("-c", "--conversations", type=int, default=LoadConfig.conversations,
+                   help=f"concurrent conversations (default {LoadConfig.conversations})")
+    p.add_argument("-t", "--turns", type=int, default=LoadConfig.turns,
+                   help=f"turns per conversation (default {LoadConfig.turns})")
     p.add_argument("--ramp", type=float, default=50.0, help="conversations opened per second; 0: all at once")
     p.add_argument("--think-ms", type=float, default=0.0, help="pause between a done and the next message")
     p.add_argument("--encoding", choices=("json", "msgpack"), default="json", help="subprotocol")
     p.add_argument(
-        "--duration-s", type=float, default=300.0,
-        help="hard cap on the whole run (default 300: a CPU worker streams tens of tokens/s in all); "
+        "--duration-s", type=float, default=LoadConfig.duration_s,
+        help=f"hard cap on the whole run (default {LoadConfig.duration_s:g}: a CPU worker streams tens of "
+        "tokens/s in all); "
         "turns still streaming then are counted as cut",
     )
     p.add_argument("--processes", type=int, default=1,

@@ -27,12 +27,12 @@ from rtserver.client import Client
 @dataclass(frozen=True)
 class LoadConfig:
     url: str = "ws://127.0.0.1:8000/ws"
-    conversations: int = 10
-    turns: int = 3
+    conversations: int = 4  # defaults that fit a CPU worker (tens of tokens/s in all)
+    turns: int = 2
     ramp: float = 50.0  # conversations opened per second; <= 0 opens all at once
     think_ms: float = 0.0
     encoding: str = "json"
-    duration_s: float = 60.0  # hard cap on the whole run
+    duration_s: float = 300.0  # hard cap on the whole run
     turn_timeout_s: float = 60.0  # longest silence within a turn
     connect_timeout_s: float = 10.0
     scenarios: tuple[str, ...] = ()
