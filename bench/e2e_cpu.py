@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 t = report["ttft_ms"]["client"]
                 print(
                     f"run {rep + 1}/{args.repeat} C={level:<3} turns {report['turns']['completed']}/"
-                    f"{report['turns']['attempted']}  TTFT p50 {t['p50']} ms p99 {t['p99']} ms  "
+                    f"{report['turns']['sent']}  TTFT p50 {t['p50']} ms p99 {t['p99']} ms  "
                     f"{report['tokens_per_s']['aggregate']} tok/s  errors {report['errors_by_code']}",
                     file=sys.stderr,
                     flush=True,

@@ -214,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--client-procs", type=int, default=1, help="spread each phase's conversations over this many client processes"
     )
+    p.add_argument("--serve-flags", default="", help="extra rtserver serve flags, e.g. --serve-flags='--classifier-batch 1'")
+    p.add_argument("--out", default="", help="results file name under bench/results/ (default: by mode)")
     p.add_argument("--role", choices=("main", "direct", "gateway"), default="main", help=argparse.SUPPRESS)
     p.add_argument("--target", default="", help=argparse.SUPPRESS)
     p.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
@@ -301,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             "3600",
             "--max-tokens",
             "256",
+            *args.serve_flags.split(),
         ]
         with gateway(*flags, cores=gw_core) as (_, port):
             url = f"ws://127.0.0.1:{port}/ws"
@@ -392,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("(TTFT in ms, bypass turns; medians over runs unless marked min)")
     path = write_results(
-        "gateway_overhead_override" if args.override else "gateway_overhead",
+        args.out or ("gateway_overhead_override" if args.override else "gateway_overhead"),
         {
             "params": {k: v for k, v in vars(args).items()},
             "cores": {

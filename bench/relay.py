@@ -11,6 +11,8 @@ process pinned to another core (``os.sched_setaffinity``):
   (``--synthetic-rate 0``) in the default embedded worker *process* (worker IPC on a
   unix socket; the worker is pinned to the client's core).
 * ``gateway-inproc``: the same with ``--embedded-mode inproc`` (no worker IPC).
+* ``gateway-…@NAME=VALUE@…``: a gateway target run with ``--NAME VALUE`` settings, e.g.
+  ``gateway-process@write-batch-frames=1`` (one frame per socket write: before batching).
 * ``gateway-…+PATCH+…``: a gateway target with monkeypatches applied in the gateway
   process (``PATCHES`` below): each measures the effect of one proposed change to
   rtserver/ without editing it.
@@ -308,6 +310,7 @@ def measure(
             return dict(read_json_line(client, timeout))
         finally:
             stop(server)
+    target, *settings = target.split("@")
     base, *patches = target.split("+")
     patches = ["nometrics", "faststats", "textbytes"] if patches == ["all"] else patches
     launcher = ("bench/relay.py", "--role", "serve", "--patch", ",".join(patches)) if patches else ("-m", "rtserver")
@@ -331,6 +334,9 @@ def measure(
     ]
     if base == "gateway-inproc":
         flags += ["--embedded-mode", "inproc"]
+    for setting in settings:  # gateway-process@write-batch-frames=1: serve --write-batch-frames 1
+        name, _, value = setting.partition("=")
+        flags += [f"--{name}", value]
     with gateway(*flags, cores=server_core, worker_cores=client_core, launcher=launcher) as (_, port):
         client = popen_python([*client_args, "--url", f"ws://127.0.0.1:{port}/ws"], client_core)
         return dict(read_json_line(client, timeout))

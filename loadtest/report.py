@@ -9,23 +9,17 @@ smallest, never an interpolation between two measurements.
 from __future__ import annotations
 
 import itertools
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtserver.protocol.stats import percentile as percentile  # the one definition (re-exported)
+
 # Error frames that do not fail a turn: the text is still answered.
 WARNING_CODES = frozenset({"attachment_unsupported"})
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (``q`` in 0..1) of unsorted ``values``; ``None`` when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def distribution(values: Sequence[float], qs: Iterable[float] = (0.5, 0.9, 0.99)) -> dict[str, Any]:
@@ -149,6 +143,14 @@ class ConnectionStats:
     turns_cut: int = 0  # still streaming when the --duration-s cap came (not an error)
     failures: Counter[str] = field(default_factory=Counter)
 
+    def add(self, other: ConnectionStats) -> None:
+        """Fold ``other`` (another process's counts) into these."""
+        self.opened += other.opened
+        self.failed += other.failed
+        self.not_started += other.not_started
+        self.turns_cut += other.turns_cut
+        self.failures.update(other.failures)
+
 
 def summarize(
     records: Sequence[TurnRecord],
@@ -156,8 +158,19 @@ def summarize(
     *,
     wall_s: float,
     config: Mapping[str, Any] | None = None,
+    elapsed_s: float | None = None,
+    planned: int | None = None,
+    capped: bool = False,
 ) -> dict[str, Any]:
-    """The load-test report (a JSON-ready dict). ``wall_s``: first connect → last turn."""
+    """The load-test report (a JSON-ready dict).
+
+    ``wall_s``: start → end of the last finished turn (the span rates are computed over);
+    ``elapsed_s``: start → end of the run (default ``wall_s``); ``planned``: conversations x
+    turns (default: the turns sent); ``capped``: the ``--duration-s`` cap stopped the run.
+    Turns add up: ``planned = sent + not_sent`` and ``sent = completed + failed + cut``.
+    """
+    sent = len(records) + conns.turns_cut
+    planned = sent if planned is None else planned
     done = [r for r in records if r.completed]
     errors: Counter[str] = Counter()
     warnings: Counter[str] = Counter()
@@ -172,12 +185,16 @@ def summarize(
     return {
         "config": dict(config or {}),
         "wall_s": round(wall_s, 3),
+        "elapsed_s": round(wall_s if elapsed_s is None else elapsed_s, 3),
+        "stopped_by_duration_cap": capped,
         "connections": {"opened": conns.opened, "failed": conns.failed, "not_started": conns.not_started},
         "turns": {
-            "attempted": len(records),
+            "planned": planned,
+            "sent": sent,
             "completed": len(done),
             "failed": len(records) - len(done),
             "cut_by_duration": conns.turns_cut,
+            "not_sent": max(0, planned - sent),
             "by_finish_reason": dict(Counter(str(r.finish_reason) for r in records)),
         },
         "errors_by_code": dict(errors),
@@ -240,12 +257,25 @@ def format_table(report: Mapping[str, Any]) -> str:
     """A plain-text table of the report, for a terminal."""
     lines: list[str] = []
     c, t = report["connections"], report["turns"]
-    lines.append(f"wall time {report['wall_s']:.2f} s")
+    cfg = report.get("config") or {}
+    elapsed = report.get("elapsed_s", report["wall_s"])
+    if report.get("stopped_by_duration_cap"):
+        lines.append(f"run          {elapsed:.2f} s, stopped by the --duration-s cap; "
+                     f"the last turn finished at {report['wall_s']:.2f} s")
+    else:
+        lines.append(f"run          {elapsed:.2f} s (last turn finished at {report['wall_s']:.2f} s)")
     lines.append(f"connections  opened {c['opened']}  failed {c['failed']}  not started {c['not_started']}")
     lines.append(
-        f"turns        completed {t['completed']} / {t['attempted']}  failed {t['failed']}  "
-        f"cut {t['cut_by_duration']}  finish {t['by_finish_reason']}"
+        f"turns        planned {t['planned']}  sent {t['sent']} (completed {t['completed']}, failed {t['failed']}, "
+        f"cut by the cap {t['cut_by_duration']})  not sent {t['not_sent']}"
     )
+    lines.append(f"finish       {t['by_finish_reason'] or 'no turn finished'}")
+    if t["cut_by_duration"] or t["not_sent"] or c["not_started"]:
+        cap = cfg.get("duration_s")
+        lines.append(
+            f"note         the {'' if cap is None else f'{cap:g} s '}cap ended the run early: raise --duration-s, "
+            "or lower --conversations/--turns (a CPU worker streams tens of tokens/s, shared by every stream)"
+        )
     lines.append(f"errors       {report['errors_by_code'] or 'none'}")
     if report["warnings_by_code"]:
         lines.append(f"warnings     {report['warnings_by_code']}")

@@ -27,16 +27,22 @@ from rtserver.client import Client
 @dataclass(frozen=True)
 class LoadConfig:
     url: str = "ws://127.0.0.1:8000/ws"
-    conversations: int = 10
-    turns: int = 3
+    conversations: int = 4  # defaults that fit a CPU worker (tens of tokens/s in all)
+    turns: int = 2
     ramp: float = 50.0  # conversations opened per second; <= 0 opens all at once
     think_ms: float = 0.0
     encoding: str = "json"
-    duration_s: float = 60.0  # hard cap on the whole run
+    duration_s: float = 300.0  # hard cap on the whole run
     turn_timeout_s: float = 60.0  # longest silence within a turn
     connect_timeout_s: float = 10.0
     scenarios: tuple[str, ...] = ()
     progress_every_s: float = 1.0  # 0: no progress lines
+    # One share of a run split over processes (loadtest.multiproc): this run plays the
+    # conversations index_offset, index_offset + index_stride, ... of ``conversations``,
+    # each at its global ramp slot after ``start_at`` (time.time(); 0: now).
+    index_offset: int = 0
+    index_stride: int = 1
+    start_at: float = 0.0
 
     def __post_init__(self) -> None:
         if self.conversations < 1 or self.turns < 1:
@@ -45,6 +51,45 @@ class LoadConfig:
             raise ValueError("encoding must be json or msgpack")
         if self.duration_s <= 0 or self.turn_timeout_s <= 0 or self.connect_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
+        if self.index_stride < 1 or not 0 <= self.index_offset < self.index_stride:
+            raise ValueError("index_offset must be in 0 .. index_stride - 1")
+
+    @property
+    def indices(self) -> range:
+        """The conversation indices this run plays."""
+        return range(self.index_offset, self.conversations, self.index_stride)
+
+
+@dataclass
+class RunParts:
+    """What one run (or one process's share) saw, before summarising; picklable.
+
+    Times are seconds from the run's start. ``merge`` folds shares into one, so the
+    percentiles of the whole come from every raw sample (never averaged).
+    """
+
+    records: list[TurnRecord]
+    conns: ConnectionStats
+    wall_s: float  # start -> end of the last finished turn
+    elapsed_s: float  # start -> end of the run
+    capped: bool  # the duration cap cut a turn or kept one from being sent
+
+    @staticmethod
+    def merge(parts: list[RunParts]) -> RunParts:
+        conns = ConnectionStats()
+        for p in parts:
+            conns.add(p.conns)
+        records = sorted((r for p in parts for r in p.records), key=lambda r: (r.conversation, r.index))
+        return RunParts(records, conns, max((p.wall_s for p in parts), default=0.0),
+                        max((p.elapsed_s for p in parts), default=0.0), any(p.capped for p in parts))
+
+    def report(self, config: LoadConfig, scenario_names: list[str]) -> dict[str, Any]:
+        cfg = asdict(config)
+        for key in ("index_offset", "index_stride", "start_at"):
+            cfg.pop(key)
+        cfg["scenarios"] = scenario_names
+        return summarize(self.records, self.conns, wall_s=self.wall_s, config=cfg, elapsed_s=self.elapsed_s,
+                         planned=config.conversations * config.turns, capped=self.capped)
 
 
 @dataclass
@@ -64,12 +109,21 @@ class LoadRun:
         self.live = _Live()
         self._deadline = 0.0
         self._last_end = 0.0
+        self._capped = False
 
     def _remaining(self) -> float:
         return self._deadline - time.perf_counter()
 
     async def run(self, progress: TextIO | None = sys.stderr) -> dict[str, Any]:
+        """Play the whole run and return its report (``summarize``)."""
+        parts = await self.run_parts(progress)
+        return parts.report(self.cfg, [s.name for s in self.scenarios])
+
+    async def run_parts(self, progress: TextIO | None = sys.stderr) -> RunParts:
+        """Play this run's conversations (``cfg.indices``) and return what it saw."""
         cfg = self.cfg
+        if cfg.start_at > 0:
+            await asyncio.sleep(max(0.0, cfg.start_at - time.time()))
         t0 = time.perf_counter()
         self._deadline = t0 + cfg.duration_s
         self._last_end = t0
@@ -77,7 +131,7 @@ class LoadRun:
         if progress is not None and cfg.progress_every_s > 0:
             reporter = asyncio.create_task(self._progress(progress, t0))
         try:
-            tasks = [asyncio.create_task(self._conversation(i, t0)) for i in range(cfg.conversations)]
+            tasks = [asyncio.create_task(self._conversation(i, t0)) for i in cfg.indices]
             # Each task bounds itself by the deadline; the outer cap only guards against a bug.
             _, pending = await asyncio.wait(tasks, timeout=cfg.duration_s + cfg.connect_timeout_s + 5.0)
             for t in pending:
@@ -89,9 +143,8 @@ class LoadRun:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reporter
                 self._print_progress(progress, t0)
-        config = asdict(cfg)
-        config["scenarios"] = [s.name for s in self.scenarios]
-        return summarize(self.records, self.conns, wall_s=self._last_end - t0, config=config)
+        ended = time.perf_counter()
+        return RunParts(self.records, self.conns, self._last_end - t0, ended - t0, self._capped)
 
     # ------------------------------------------------------------ conversations
     async def _conversation(self, i: int, t0: float) -> None:
@@ -99,6 +152,7 @@ class LoadRun:
         start = t0 + (i / cfg.ramp if cfg.ramp > 0 else 0.0)
         if start >= self._deadline:
             self.conns.not_started += 1
+            self._capped = True
             return
         await asyncio.sleep(max(0.0, start - time.perf_counter()))
         timeout = min(cfg.connect_timeout_s, max(0.001, self._remaining()))
@@ -118,6 +172,7 @@ class LoadRun:
         try:
             for t in range(cfg.turns):
                 if self._remaining() <= 0:
+                    self._capped = True
                     break
                 record = await self._turn(client, i, t, scenario)
                 if record is None:
@@ -165,6 +220,7 @@ class LoadRun:
         except TimeoutError:
             if self._remaining() <= 0:
                 self.conns.turns_cut += 1
+                self._capped = True
                 return None
             extra.append("turn_timeout")
         except ConnectionClosed as exc:
@@ -213,6 +269,15 @@ def _failure_name(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return "connect_failed"
     return type(exc).__name__
+
+
+def run_coroutine(coro: Any) -> Any:
+    """Run ``coro`` on uvloop when it is installed, else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 async def run_load(config: LoadConfig, progress: TextIO | None = sys.stderr) -> dict[str, Any]:

@@ -30,6 +30,10 @@ def _run(coro: object) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     _setup_logging(settings.log_level, settings.log_json)
+    if settings.processes > 1:
+        from rtserver.server.processes import serve_processes
+
+        return asyncio.run(serve_processes(settings))
     from rtserver.server.app import run_gateway
 
     _run(run_gateway(settings))

@@ -94,7 +94,16 @@ class Settings:
     # --- routing
     models: dict[str, str] = _f({}, "use case → model id (TOML [models] table); unset cases use model_id")
     classifier: str = _f("", "folder of the ONNX intent classifier (default: the shipped one)")
-    classifier_threads: int = _f(1, "threads for the classifier pool")
+    classifier_threads: int = _f(0, "threads for the classifier pool (0: half the cores, 1 to 4)")
+    classifier_batch: int = _f(1, "most messages classified in one padded onnxruntime run (1: one at a time)")
+    classifier_window_ms: float = _f(0.0, "wait this long for more messages before a batch runs (0: batch what queued)")
+    classifier_queue: int = _f(32, "messages waiting for or in the classifier; beyond it they route by fast signals")
+    classifier_max_wait_ms: float = _f(20.0, "a message that would wait longer for the classifier routes by fast signals")
+    # --- writes
+    write_delay_ms: float = _f(0.0, "collect a socket's frames this long before writing them together (0: no wait)")
+    write_batch_frames: int = _f(64, "most frames written to a socket in one write")
+    # --- processes
+    processes: int = _f(1, "gateway processes sharing the port (SO_REUSEPORT); > 1 needs redis")
     # --- identity provider tokens (see rtserver/auth.py; HS256 with auth_secret works alongside)
     auth_public_key: str = _f("", "PEM public key file verifying RS256 / ES256 / EdDSA connection tokens")
     auth_jwks_url: str = _f("", "identity provider JWKS URL verifying RS256 / ES256 / EdDSA tokens by kid")
@@ -180,6 +189,12 @@ def _check(s: Settings) -> Settings:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError:
             raise ConfigError(f"trusted_proxies: {proxy!r} is not an address or CIDR") from None
+    for name in ("classifier_batch", "classifier_queue", "write_batch_frames", "processes"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    for name in ("classifier_threads", "classifier_window_ms", "classifier_max_wait_ms", "write_delay_ms"):
+        if getattr(s, name) < 0:
+            raise ConfigError(f"{name} must not be negative")
     bad = set(s.models) - set(USE_CASES)
     if bad:
         raise ConfigError(f"[models] names unknown use cases: {', '.join(sorted(bad))}")

@@ -7,6 +7,7 @@ never from user input. Each gateway/worker process owns one ``Metrics`` registry
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
@@ -21,11 +22,13 @@ _STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.connections = Gauge("rtserver_connections", "Open WebSocket connections", registry=r)
+        self.connections = Gauge("rtserver_connections", "Open WebSocket connections", registry=r,
+                                 multiprocess_mode="livesum")
         self.connections_total = Counter(
             "rtserver_connections_opened_total", "WebSocket connections accepted", ["encoding"], registry=r
         )
-        self.conversations = Gauge("rtserver_conversations_active", "Sessions live on this gateway", registry=r)
+        self.conversations = Gauge("rtserver_conversations_active", "Sessions live on this gateway", registry=r,
+                                   multiprocess_mode="livesum")
         self.messages = Counter("rtserver_messages_total", "User messages accepted", ["encoding"], registry=r)
         self.responses = Counter(
             "rtserver_responses_total", "Responses finished", ["finish_reason"], registry=r
@@ -66,12 +69,14 @@ class Metrics:
         )
         self.coalesced = Counter("rtserver_coalesced_tokens_total", "Token frames merged for a lagging socket",
                                  registry=r)
-        self.worker_up = Gauge("rtserver_worker_up", "1 when the worker is connected", ["worker", "model"], registry=r)
+        self.worker_up = Gauge("rtserver_worker_up", "1 when the worker is connected", ["worker", "model"], registry=r,
+                               multiprocess_mode="livemin")
         self.worker_load = Gauge(
-            "rtserver_worker_active_sequences", "Sequences generating on the worker", ["worker"], registry=r
+            "rtserver_worker_active_sequences", "Sequences generating on the worker", ["worker"], registry=r,
+            multiprocess_mode="livemax",
         )
         self.worker_queue = Gauge("rtserver_worker_queue_depth", "Requests waiting on the worker", ["worker"],
-                                  registry=r)
+                                  registry=r, multiprocess_mode="livemax")
         self.worker_failures = Counter(
             "rtserver_worker_failures_total", "Requests hit by a worker loss", ["stage"], registry=r
         )
@@ -79,13 +84,28 @@ class Metrics:
             "rtserver_store_seconds", "Session store operation latency", ["op"], buckets=_STORE_BUCKETS, registry=r
         )
         self.store_errors = Counter("rtserver_store_errors_total", "Session store failures", ["op"], registry=r)
-        self.store_up = Gauge("rtserver_store_up", "1 when the session store answers", registry=r)
+        self.store_up = Gauge("rtserver_store_up", "1 when the session store answers", registry=r,
+                              multiprocess_mode="livemin")
         self.bypass_seconds = Histogram(
             "rtserver_bypass_decision_seconds", "Time to a bypass decision", buckets=_US_BUCKETS, registry=r
         )
+        self.write_frames = Histogram(
+            "rtserver_socket_write_frames", "WebSocket frames per socket write (batched writes)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r,
+        )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """This process's metrics; under ``serve --processes N`` (prometheus-client's multiprocess
+        mode, switched on by ``PROMETHEUS_MULTIPROC_DIR``) those of every gateway process of
+        the host: counters and histograms summed, gauges as their ``multiprocess_mode`` says."""
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not folder:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        host = CollectorRegistry()
+        multiprocess.MultiProcessCollector(host, path=folder)  # type: ignore[no-untyped-call]
+        return generate_latest(host)
 
 
 class WorkerMetrics:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 AttachmentKind = Literal["image", "audio", "file"]
-Decision = Literal["full", "bypass", "reroute"]
+Decision = Literal["full", "bypass", "reroute", "fast"]
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 

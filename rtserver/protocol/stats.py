@@ -6,17 +6,29 @@ All inputs are seconds from one monotonic clock; all outputs are milliseconds.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rtserver.protocol.frames import Decision, DoneStats
 
 
-def percentile(sorted_values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile of an already sorted list (``None`` when empty)."""
-    if not sorted_values:
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The nearest-rank percentile, the one definition rtserver uses everywhere.
+
+    With ``n`` values and ``q`` in 0..1 it is the ``ceil(q * n)``-th smallest value (rank
+    clamped to 1..n): the smallest measurement with at least a ``q`` share of all values at
+    or below it. It is always a real measurement, never an interpolation: p50 of
+    ``[1, 2, 3, 4]`` is 2, p99 of 100 values the 99th smallest, p100 the maximum. ``values``
+    may be unsorted; ``None`` when empty. ``done.stats`` (``gap_p50_ms``, ``gap_p95_ms``),
+    the load tester and the benchmarks all call this function.
+    """
+    n = len(values)
+    if n == 0:
         return None
-    k = max(0, min(len(sorted_values) - 1, round(q * (len(sorted_values) - 1))))
-    return sorted_values[k]
+    ordered = sorted(values)
+    rank = min(n, max(1, math.ceil(q * n - 1e-9)))  # 1e-9: 0.1 * 30 is 3.0000000000000004
+    return ordered[rank - 1]
 
 
 @dataclass(slots=True)
@@ -54,7 +66,7 @@ class ResponseClock:
 
     def summary(self, now: float, completion_tokens: int) -> DoneStats:
         total_s = now - self.received
-        gaps = sorted(self.gaps_ms)
+        gaps = self.gaps_ms
         if self.first_token_at is not None and now > self.first_token_at and completion_tokens > 1:
             rate = (completion_tokens - 1) / (now - self.first_token_at)
         else:

@@ -33,6 +33,14 @@ needs a worker that can take it, so wherever rules 2 and 4 would classify, it
 is routed to ``multimodal`` with confidence 1.0 and no classifier call. Only
 the client override (rule 1) beats it.
 
+**Fast rule.** With ``batching`` set, the classifier runs behind a bounded queue
+(``ClassifierBatcher``: padded batches of arrivals on ``batching.threads`` threads).
+When that queue is full, or a message waited past ``batching.max_wait_s``, the
+message is routed by its fast signals alone: decision ``"fast"``, confidence 0 for
+a first message (use case: its one cue class, else ``chat``; see ``fast_use_case``),
+and a later message keeps its route and basis (so its novelty is classified with a
+later message). ``classifier_ms`` is ``None``.
+
 Classification runs in ``executor`` (``loop.run_in_executor``), never on the
 event loop. Nothing here does I/O; ``RouteState`` round-trips through plain JSON
 types for the session store.
@@ -50,6 +58,7 @@ from typing import Literal, Protocol
 
 from rtserver.codes import ErrorCode
 from rtserver.exceptions import RouteError
+from rtserver.routing.batching import BatchClassifier, BatchSettings, ClassifierBatcher
 from rtserver.routing.classifier import Classification
 from rtserver.routing.signals import OVERRIDE_KEY, CueLexicon, Signals, extract_signals
 from rtserver.routing.usecases import MEDIA_MODALITIES, USE_CASE_SET, USE_CASES
@@ -64,7 +73,7 @@ __all__ = [
     "parse_override",
 ]
 
-Decision = Literal["full", "bypass", "reroute"]
+Decision = Literal["full", "bypass", "reroute", "fast"]
 _MODALITIES = frozenset({"text", "image", "audio", "file"})
 
 
@@ -85,6 +94,27 @@ class Classifier(Protocol):
     def lexicon(self) -> CueLexicon: ...
 
     def classify(self, text: str) -> Classification: ...
+
+
+class _RowByRow:
+    """``classify_batch`` for a classifier that only has ``classify``."""
+
+    __slots__ = ("_classifier",)
+
+    def __init__(self, classifier: Classifier) -> None:
+        self._classifier = classifier
+
+    def classify_batch(self, texts: Sequence[str]) -> list[Classification]:
+        return [self._classifier.classify(t) for t in texts]
+
+
+def fast_use_case(cues: frozenset[str]) -> str:
+    """The use case of a message routed by its fast signals alone (decision ``"fast"``):
+    its cue class when the text has exactly one, else ``"chat"``."""
+    if len(cues) == 1:
+        (only,) = cues
+        return only
+    return "chat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +234,7 @@ class Router:
     per-conversation state.
     """
 
-    __slots__ = ("_classifier", "_clock", "_executor", "_lexicon", "_models", "_reroute_confidence")
+    __slots__ = ("_batcher", "_classifier", "_clock", "_executor", "_lexicon", "_models", "_reroute_confidence")
 
     def __init__(
         self,
@@ -214,6 +244,7 @@ class Router:
         executor: concurrent.futures.Executor | None = None,
         clock: Callable[[], float] = time.perf_counter,
         reroute_confidence: float = 0.8,
+        batching: BatchSettings | None = None,
     ) -> None:
         missing = [uc for uc in USE_CASES if uc not in models]
         unknown = sorted(set(models) - USE_CASE_SET)
@@ -225,6 +256,15 @@ class Router:
         self._executor = executor
         self._clock = clock
         self._reroute_confidence = reroute_confidence
+        self._batcher = None
+        if batching is not None:
+            batch = classifier if isinstance(classifier, BatchClassifier) else _RowByRow(classifier)
+            self._batcher = ClassifierBatcher(batch, batching, executor)
+
+    @property
+    def batcher(self) -> ClassifierBatcher | None:
+        """The arrival batcher (``batching=`` given), for its ``stats``; else ``None``."""
+        return self._batcher
 
     @property
     def models(self) -> Mapping[str, str]:
@@ -268,8 +308,14 @@ class Router:
             return RouteDecision("bypass", state.use_case, model_id, state.confidence, False, route_ms, None, state)
         if signals.modalities & MEDIA_MODALITIES:
             return self._settle(state, signals, "multimodal", 1.0, None, ctx_hash, start)
-        loop = asyncio.get_running_loop()
-        verdict = await loop.run_in_executor(self._executor, self._classifier.classify, text)
+        if self._batcher is None:
+            loop = asyncio.get_running_loop()
+            verdict: Classification | None = await loop.run_in_executor(
+                self._executor, self._classifier.classify, text)
+        else:
+            verdict = await self._batcher.classify(text)
+        if verdict is None:  # the classifier queue is full: route by the fast signals
+            return self._fast(state, signals, ctx_hash, start)
         use_case, confidence = verdict.use_case, verdict.confidence
         if (
             state is not None
@@ -320,6 +366,20 @@ class Router:
             )
         route_ms = (self._clock() - start) * 1000.0
         return RouteDecision(decision, use_case, model_id, confidence, changed, route_ms, classifier_ms, new_state)
+
+    def _fast(self, state: RouteState | None, signals: Signals, ctx_hash: str, start: float) -> RouteDecision:
+        """Decision ``"fast"``: a first message goes where ``fast_use_case`` says (confidence 0,
+        basis from its signals); a later one keeps its route and its basis unchanged, so what
+        was new in it is classified again with the next message that carries it."""
+        if state is None:
+            return dataclasses.replace(
+                self._settle(None, signals, fast_use_case(signals.cues), 0.0, None, ctx_hash, start), decision="fast")
+        model_id = self._models[state.use_case]
+        if state.model_id != model_id:
+            state = dataclasses.replace(state, model_id=model_id)
+        changed = not self._within_basis(state, signals)
+        route_ms = (self._clock() - start) * 1000.0
+        return RouteDecision("fast", state.use_case, model_id, state.confidence, changed, route_ms, None, state)
 
     @staticmethod
     def _within_basis(state: RouteState, signals: Signals) -> bool:

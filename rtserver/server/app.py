@@ -18,7 +18,7 @@ import logging
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,7 @@ class Gateway:
                 ping_interval=s.ping_interval_s or None,
                 ping_timeout=s.ping_timeout_s or None,
                 compression=None,
+                reuse_port=s.processes > 1 or None,  # rtserver serve --processes N (server/processes.py)
             )
             self.port = self.server.sockets[0].getsockname()[1] if s.port == 0 else s.port
             self.ready = True
@@ -159,14 +160,18 @@ class Gateway:
         return store
 
     def _open_router(self) -> Any:
+        from rtserver.routing.batching import batch_settings
         from rtserver.routing.classifier import IntentClassifier
         from rtserver.routing.router import Router
 
         s = self.settings
         classifier = IntentClassifier.load(Path(s.classifier) if s.classifier else None)
-        self._executor = ThreadPoolExecutor(max(1, s.classifier_threads), thread_name_prefix="classifier")
+        batching = batch_settings(s)
+        self._executor = ThreadPoolExecutor(batching.threads, thread_name_prefix="classifier")
+        if batching.max_batch > 1:
+            classifier.enable_batches()
         classifier.warm_up()
-        return Router(classifier, s.model_map(), executor=self._executor)
+        return Router(classifier, s.model_map(), executor=self._executor, batching=batching)
 
     async def _open_workers(self, stack: contextlib.AsyncExitStack) -> None:
         from rtserver.workers.client import WorkerClient
@@ -930,9 +935,10 @@ def request_model(worker: WorkerHandle) -> str:
     return worker.state.model
 
 
-async def run_gateway(settings: Settings) -> None:
+async def run_gateway(settings: Settings, ready: Callable[[int], None] | None = None) -> None:
     """Serve until SIGTERM/SIGINT; then stop accepting, let responses finish for up to
-    ``shutdown_grace_s`` and close every socket with 1012 (clients resume elsewhere)."""
+    ``shutdown_grace_s`` and close every socket with 1012 (clients resume elsewhere).
+    ``ready(port)`` replaces the "ready" line (a process of ``serve --processes N``)."""
     gw = Gateway(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -941,8 +947,11 @@ async def run_gateway(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
     async with gw.lifespan():
         log.info("rtserver listening on http://%s:%s (ws: /ws)", settings.host, gw.port)
-        print(f"rtserver ready on http://{settings.host}:{gw.port}/  (WebSocket ws://{settings.host}:{gw.port}/ws)",
-              flush=True)
+        if ready is not None:
+            ready(gw.port)
+        else:
+            print(f"rtserver ready on http://{settings.host}:{gw.port}/  (WebSocket ws://{settings.host}:{gw.port}/ws)",
+                  flush=True)
         await stop.wait()
         log.info("shutting down: draining responses")
         await gw.shutdown(deadline_s=settings.shutdown_grace_s)

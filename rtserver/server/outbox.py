@@ -73,6 +73,12 @@ class Outbox:
             self._waiter = None
         return self._q.popleft()
 
+    def take_nowait(self, most: int) -> list[dict[str, Any]]:
+        """Up to ``most`` queued frames, oldest first, without waiting (the writer's batch)."""
+        q = self._q
+        n = min(most, len(q))
+        return [q.popleft() for _ in range(n)]
+
     def drain_nowait(self) -> list[dict[str, Any]]:
         out = list(self._q)
         self._q.clear()

@@ -52,3 +52,14 @@ def test_token_bucket() -> None:
     assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
     assert bucket.take(0.5)  # one token refilled
     assert not bucket.take(0.5)
+
+
+def test_take_nowait_returns_the_oldest_frames_in_order_without_waiting() -> None:
+    from rtserver.server.outbox import Outbox
+
+    box = Outbox(16)
+    for i in range(5):
+        assert box.put({"type": "token", "response_id": "r", "seq": i, "text": "x"})
+    assert [f["seq"] for f in box.take_nowait(3)] == [0, 1, 2]
+    assert [f["seq"] for f in box.take_nowait(10)] == [3, 4]
+    assert box.take_nowait(4) == [] and len(box) == 0
