@@ -687,6 +687,7 @@ class Gateway:
                     top_p=self.settings.top_p, repetition_penalty=self.settings.repetition_penalty,
                 ),
                 media=media,
+                conversation=session.session_id,  # the worker keeps this conversation's KV between turns
             )
             gateway_queue_ms = (time.perf_counter() - t_queue) * 1000.0
             reason, usage, text = await self._stream(live, resp, worker, request, clock, gateway_queue_ms, model)
