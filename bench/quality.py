@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -84,7 +85,7 @@ def resolve(name: str) -> Variant:
     return VARIANTS[name]
 
 
-Ask = Callable[[dict[str, Any], int], Awaitable[str]]
+Ask = Callable[[dict[str, Any], int], Awaitable[tuple[str, dict[str, Any] | None]]]  # answer, done stats
 
 
 def load_items(path: Path = PROMPTS) -> list[dict[str, Any]]:
@@ -92,7 +93,7 @@ def load_items(path: Path = PROMPTS) -> list[dict[str, Any]]:
 
 
 def worker_asker(client: WorkerClient, variant: Variant, max_tokens: int) -> Ask:
-    async def ask(item: dict[str, Any], index: int) -> str:
+    async def ask(item: dict[str, Any], index: int) -> tuple[str, dict[str, Any] | None]:
         messages = [ChatMessage("user", item["prompt"])]
         if variant.system_prompt:
             messages.insert(0, ChatMessage("system", variant.system_prompt))
@@ -105,7 +106,7 @@ def worker_asker(client: WorkerClient, variant: Variant, max_tokens: int) -> Ask
                 parts.append(ev.text)
             elif isinstance(ev, FinishEvent) and ev.reason == "error":
                 raise RuntimeError(f"{item['id']}: {ev.error}")
-        return "".join(parts)
+        return "".join(parts), None
 
     return ask
 
@@ -113,12 +114,12 @@ def worker_asker(client: WorkerClient, variant: Variant, max_tokens: int) -> Ask
 def gateway_asker(url: str) -> Ask:
     from rtserver.client import Client
 
-    async def ask(item: dict[str, Any], index: int) -> str:
+    async def ask(item: dict[str, Any], index: int) -> tuple[str, dict[str, Any] | None]:
         async with await Client.connect(url) as c:
             turn = await c.ask(item["prompt"], timeout=300.0)
-        if turn.errors:
+        if turn.errors or turn.done is None:
             raise RuntimeError(f"{item['id']}: {turn.errors}")
-        return turn.text
+        return turn.text, {**turn.done["stats"], "completion_tokens": turn.done["usage"]["completion_tokens"]}
 
     return ask
 
@@ -128,14 +129,19 @@ async def score(name: str, ask: Ask, items: list[dict[str, Any]], concurrency: i
 
     async def one(index: int, item: dict[str, Any]) -> dict[str, Any]:
         async with sem:
-            answer = await ask(item, index)
+            answer, stats = await ask(item, index)
         verdict = await asyncio.to_thread(check, item["check"], answer)  # code checks run a subprocess
         return {"id": item["id"], "category": item["category"], "ok": verdict.ok, "why": verdict.why,
-                "answer": answer}
+                "answer": answer, **({"stats": stats} if stats else {})}
 
     t0 = time.perf_counter()
     results = await asyncio.gather(*(one(i, it) for i, it in enumerate(items)))
     by_cat = {c: [r["ok"] for r in results if r["category"] == c] for c in CATEGORIES}
+    stats = [r["stats"] for r in results if "stats" in r]
+    latency = {
+        key: statistics.median(float(s[key]) for s in stats if s.get(key) is not None)
+        for key in ("ttft_ms", "tokens_per_s", "route_ms", "completion_tokens") if any(s.get(key) is not None for s in stats)
+    }
     return {
         "variant": name,
         "passed": sum(r["ok"] for r in results),
@@ -143,6 +149,7 @@ async def score(name: str, ask: Ask, items: list[dict[str, Any]], concurrency: i
         "score": sum(r["ok"] for r in results) / len(results),
         "by_category": {c: {"passed": sum(v), "total": len(v)} for c, v in by_cat.items() if v},
         "seconds": round(time.perf_counter() - t0, 1),
+        **({"median_stats": latency, "concurrency": concurrency} if latency else {}),
         "items": results,
     }
 
@@ -214,6 +221,7 @@ def main() -> int:
     if args.gateway:
         results = [asyncio.run(score("gateway", gateway_asker(args.gateway), items, args.concurrency))]
         target = {"gateway": args.gateway}
+        print("median over the prompts (server stats):", results[0].get("median_stats"))
     else:
         names = [n.strip() for n in args.variants.split(",") if n.strip()]
         unknown = [n for n in names if n not in VARIANTS and n != "card"]
