@@ -166,6 +166,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch_model(args: argparse.Namespace) -> int:
+    _setup_logging("info", False)  # the fetch's progress lines go to stderr, the path to stdout
     from rtserver.engines.models import resolve_model
 
     print(resolve_model(args.model))
