@@ -173,8 +173,9 @@ async def run_worker(address: str, names: list[str], items: list[dict[str, Any]]
 
 
 def recheck(path: Path, items: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Scores of stored answers under the current checks (no model needed)."""
-    results: list[dict[str, Any]] = json.loads(path.read_text())["results"]
+    """Scores of stored answers under the current checks (no model needed); the file is updated."""
+    data = json.loads(path.read_text())
+    results: list[dict[str, Any]] = data["results"]
     for res in results:
         for it in res["items"]:
             verdict = check(items[it["id"]]["check"], it["answer"])
@@ -183,6 +184,8 @@ def recheck(path: Path, items: dict[str, dict[str, Any]]) -> list[dict[str, Any]
         res["score"] = res["passed"] / len(res["items"])
         for cat, counts in res["by_category"].items():
             counts["passed"] = sum(it["ok"] for it in res["items"] if it["category"] == cat)
+    data["rechecked"] = " ".join(sys.argv[1:])
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False))
     return results
 
 

@@ -2,7 +2,7 @@
 // two questions answered by the embedded model with the shipped defaults.
 //
 //   rtserver serve --port 8000 &
-//   node tests/e2e/readme-shot.mjs --base http://127.0.0.1:8000 --out docs/img/widget.png
+//   node tests/e2e/readme-shot.mjs --base http://127.0.0.1:8000 --out docs/img/widget.png [--questions 'Q1|Q2']
 //
 // Not a test: it prints each answer so that a person can judge it before committing the PNG.
 
@@ -17,10 +17,8 @@ const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) =>
 }, []));
 const BASE = (args.base || 'http://127.0.0.1:8000').replace(/\/$/, '');
 const OUT = args.out || 'docs/img/widget.png';
-const QUESTIONS = [
-  'What is the capital of France?',
-  'Write a Python function reverse_string(s) that returns the string reversed.',
-];
+// The committed PNG: two fact questions the 135M model answers right (a full route, then a bypass).
+const QUESTIONS = args.questions ? args.questions.split('|') : ['What is 7 + 5?', 'What is the capital of France?'];
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
