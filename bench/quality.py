@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import popen_python, stop, table, wait_line, write_results
 from bench.quality_checks import check
 from rtserver.engines.base import ChatMessage, FinishEvent, GenerateRequest, SamplingParams, TokenEvent
-from rtserver.engines.models import SMOLLM2_CARD
+from rtserver.engines.models import ModelCard, card_for
 from rtserver.workers.client import WorkerClient
 
 PROMPTS = Path(__file__).resolve().parent / "quality" / "prompts.jsonl"
@@ -67,9 +67,11 @@ VARIANTS = {
         Variant("greedy-1.1+sys", SYSTEM, 0.0, 1.1),
     )
 }
-# What ships (rtserver/engines/models.py). `--variants card` names it; the table marks it.
-CARD = Variant("card", SMOLLM2_CARD.system_prompt, SMOLLM2_CARD.temperature, SMOLLM2_CARD.repetition_penalty,
-               SMOLLM2_CARD.top_p)
+
+
+def card_variant(card: ModelCard) -> Variant:
+    """What ships for a model (rtserver/engines/models.py). `--variants card` names it; the table marks it."""
+    return Variant("card", card.system_prompt, card.temperature, card.repetition_penalty, card.top_p)
 
 
 def _same(a: Variant, b: Variant) -> bool:
@@ -79,9 +81,9 @@ def _same(a: Variant, b: Variant) -> bool:
         greedy or a.top_p == b.top_p)
 
 
-def resolve(name: str) -> Variant:
+def resolve(name: str, card: Variant) -> Variant:
     if name == "card":
-        return next((v for v in VARIANTS.values() if _same(v, CARD)), CARD)
+        return next((v for v in VARIANTS.values() if _same(v, card)), card)
     return VARIANTS[name]
 
 
@@ -161,10 +163,11 @@ async def run_worker(address: str, names: list[str], items: list[dict[str, Any]]
     try:
         out = []
         for name in names:
-            variant = resolve(name)
+            card = card_variant(card_for(args.model))
+            variant = resolve(name, card)
             res = await score(variant.name, worker_asker(client, variant, args.max_tokens), items, args.concurrency)
             res["settings"] = dict(variant.__dict__)
-            res["shipped"] = _same(variant, CARD)
+            res["shipped"] = _same(variant, card)
             print(f"{variant.name}: {res['passed']}/{res['total']} in {res['seconds']} s", flush=True)
             out.append(res)
         return out
