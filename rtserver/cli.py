@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import logging
+import socket
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 
 from rtserver import __version__
 from rtserver.config import add_arguments, settings_from_args
+from rtserver.engines.base import Engine, EngineEvent, EngineLoad, GenerateRequest
 from rtserver.exceptions import ConfigError, RtServerError
+
+log = logging.getLogger("rtserver")
 
 
 def _setup_logging(level: str, as_json: bool) -> None:
@@ -27,17 +34,99 @@ def _run(coro: object) -> None:
         asyncio.run(coro)  # type: ignore[arg-type]
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (busy, not allowed, not an address here), or None.
+
+    Binds and closes a socket the way the server will (``SO_REUSEADDR``, no ``SO_REUSEPORT``),
+    so a port another process listens on is found before anything slow starts.
+    """
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}: {exc.strerror}"
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                return _bind_error(host, port, exc)
+    return None
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is already in use (another rtserver?); stop it or choose another --port"
+    if exc.errno == errno.EACCES:
+        return f"not allowed to listen on port {port} (ports below 1024 need privileges); choose another --port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine; check --host"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     _setup_logging(settings.log_level, settings.log_json)
+    problem = port_problem(settings.host, settings.port)
+    if problem:
+        print(f"rtserver: {problem}", file=sys.stderr)
+        return 2
     if settings.processes > 1:
         from rtserver.server.processes import serve_processes
 
         return asyncio.run(serve_processes(settings))
     from rtserver.server.app import run_gateway
 
-    _run(run_gateway(settings))
+    if not settings.worker and settings.embedded_engine == "openvino":
+        log.info("starting: model %s on openvino (the first start fetches it), then http://%s:%s/",
+                 settings.model, settings.host, settings.port)
+    try:
+        _run(run_gateway(settings))
+    except OSError as exc:  # lost the port between the check and the bind
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        print(f"rtserver: {_bind_error(settings.host, settings.port, exc)}", file=sys.stderr)
+        return 2
     return 0
+
+
+class _Announced:
+    """An engine whose ``start()`` (model load and warm-up) says what it does while it runs."""
+
+    def __init__(self, engine: Engine, every_s: float = 5.0) -> None:
+        self._engine = engine
+        self.info = engine.info
+        self._every = every_s
+
+    async def start(self) -> None:
+        what = f"{self.info.engine} model {self.info.model_id}"
+        log.info("loading and warming up the %s", what)
+        t0 = time.monotonic()
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(self._every)
+                log.info("still loading the %s (%.0f s)", what, time.monotonic() - t0)
+
+        ticker = asyncio.create_task(tick())
+        try:
+            await self._engine.start()
+        finally:
+            ticker.cancel()
+        log.info("%s loaded and warmed up in %.1f s", what, time.monotonic() - t0)
+
+    def generate(self, request: GenerateRequest) -> AsyncIterator[EngineEvent]:
+        return self._engine.generate(request)
+
+    def load(self) -> EngineLoad:
+        return self._engine.load()
+
+    async def close(self) -> None:
+        await self._engine.close()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -61,6 +150,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         **({"base_url": args.base_url} if args.base_url else {}),
         **({"api_key": args.api_key} if args.api_key else {}),
     )
+    if args.engine in ("openvino", "transformers"):
+        engine = _Announced(engine)
     name = args.name or f"{args.engine}-{os.getpid()}"
     settings = WorkerSettings(name=name, listen=args.listen, max_queue=args.max_queue,
                               metrics_port=args.metrics_port, metrics_host=args.metrics_host)
@@ -79,6 +170,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch_model(args: argparse.Namespace) -> int:
+    _setup_logging("info", False)  # the fetch's progress lines go to stderr, the path to stdout
     from rtserver.engines.models import resolve_model
 
     print(resolve_model(args.model))

@@ -7,6 +7,10 @@ Nothing else in rtserver reads the environment.
 
 Lists come as repeated flags, comma-separated env values or TOML arrays. The
 use-case → model map is the TOML table ``[models]`` or ``RTSERVER_MODELS=chat=m1,agent=m2``.
+
+The sampling settings marked ``card`` (temperature, top_p, repetition_penalty,
+system_prompt) default to the model card of the ``model`` setting
+(``rtserver/engines/models.py``), not to a fixed value: any layer that sets one wins.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rtserver.engines.models import DEFAULT_MODEL, SMOLLM2_CARD, card_for
 from rtserver.exceptions import ConfigError
 from rtserver.protocol.frames import Limits
 
@@ -78,7 +83,7 @@ class Settings:
     worker: list[str] = _f([], "worker address HOST:PORT or unix:PATH (repeatable); none: embedded worker")
     embedded_engine: str = _f("openvino", "engine of the embedded worker: openvino or synthetic")
     embedded_mode: str = _f("process", "embedded worker as a child 'process' or 'inproc'")
-    model: str = _f("smollm2-135m", "model of the embedded worker (a known name or a path)")
+    model: str = _f(DEFAULT_MODEL, "model of the embedded worker (a known name or a path)")
     model_id: str = _f("smollm2-135m", "model id the embedded worker reports")
     capacity: int = _f(16, "concurrent sequences of the embedded worker")
     synthetic_tokens: int = _f(32, "synthetic engine: tokens per response")
@@ -87,10 +92,11 @@ class Settings:
     worker_retry_s: float = _f(10.0, "how long a message waits for a worker to come back")
     # --- generation
     max_tokens: int = _f(256, "tokens per response")
-    temperature: float = _f(0.7, "sampling temperature")
-    top_p: float = _f(0.9, "nucleus sampling")
-    repetition_penalty: float = _f(1.15, "repetition penalty (SmolLM2 loops without one)")
-    system_prompt: str = _f("", "system prompt prepended to every conversation")
+    # these four default to the card of `model` (see card_for); the values here are the default model's
+    temperature: float = _f(SMOLLM2_CARD.temperature, "sampling temperature; 0: greedy", card=True)
+    top_p: float = _f(SMOLLM2_CARD.top_p, "nucleus sampling (when temperature > 0)", card=True)
+    repetition_penalty: float = _f(SMOLLM2_CARD.repetition_penalty, "repetition penalty (1: none)", card=True)
+    system_prompt: str = _f(SMOLLM2_CARD.system_prompt, "system prompt prepended to every conversation", card=True)
     # --- routing
     models: dict[str, str] = _f({}, "use case → model id (TOML [models] table); unset cases use model_id")
     classifier: str = _f("", "folder of the ONNX intent classifier (default: the shipped one)")
@@ -141,6 +147,7 @@ class Settings:
 
 _HINTS = typing.get_type_hints(Settings)
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+CARD_FIELDS = tuple(name for name, f in FIELDS.items() if f.metadata.get("card"))
 
 
 def _convert(name: str, value: Any) -> Any:
@@ -239,26 +246,40 @@ def load_settings(
             if name not in FIELDS:
                 raise ConfigError(f"unknown setting {name!r}")
             values[name] = _convert(name, value)
+    card = card_for(values.get("model", DEFAULT_MODEL)).sampling()
+    for name in CARD_FIELDS:
+        values.setdefault(name, card[name])
     return _check(Settings(**values))
 
 
+def _help(name: str, f: dataclasses.Field[Any]) -> str:
+    """The field's doc plus its default, said once; argparse %-formats help, so % is escaped."""
+    doc: str = f.metadata.get("doc", "")
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator,unused-ignore]
+    if f.metadata.get("card"):
+        doc += f" (default: from the model card; {DEFAULT_MODEL}: {default!r})"
+    elif _HINTS[name] is bool:
+        doc += f" (default: {'on' if default else 'off'})"
+    elif typing.get_origin(_HINTS[name]) is list:
+        doc += "" if "repeatable" in doc else " (repeatable)"
+    elif "default" not in doc and default not in ("", {}):
+        doc += f" (default: {default})"
+    return doc.replace("%", "%%")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per setting (help from the field doc; default shown)."""
+    """One ``--flag`` per setting (help from the field doc; default shown once)."""
     group = parser.add_argument_group("settings (also RTSERVER_<NAME> env vars or the --config TOML file)")
     for name, f in FIELDS.items():
         flag = "--" + name.replace("_", "-")
         hint = _HINTS[name]
-        doc = f.metadata.get("doc", "")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator,unused-ignore]
         if hint is bool:
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"{doc} (default {default})")
+                               help=_help(name, f))
         elif typing.get_origin(hint) is list:
-            group.add_argument(flag, dest=name, action="append", default=None, metavar="VALUE",
-                               help=f"{doc} (repeatable)")
+            group.add_argument(flag, dest=name, action="append", default=None, metavar="VALUE", help=_help(name, f))
         else:
-            group.add_argument(flag, dest=name, default=None, metavar=name.upper(),
-                               help=f"{doc} (default {default!r})")
+            group.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=_help(name, f))
 
 
 def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:

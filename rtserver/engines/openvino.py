@@ -145,7 +145,7 @@ class OpenVinoEngine:
                     cmd = self._commands.get(block=block)
                     block = False
                     if cmd is _STOP:
-                        self._fail_all("engine closed")
+                        self._shut_down()
                         return
                     self._command(cmd)
             except queue.Empty:
@@ -251,6 +251,23 @@ class OpenVinoEngine:
             job.loop.call_soon_threadsafe(job.out.put_nowait, event)
         except RuntimeError:  # the event loop is gone
             pass
+
+    def _shut_down(self) -> None:
+        """Cancel every sequence and step until the pipeline has freed their KV blocks, then
+        release it here, on its own thread (otherwise openvino reports the blocks as leaked)."""
+        for job in self._active.values():
+            job.cancelled = True
+            job.handle.cancel()
+        self._fail_all("engine closed")
+        for _ in range(16):
+            try:
+                if not self._pipe.has_non_finished_requests():
+                    break
+                self._pipe.step()
+            except Exception:  # a broken pipeline is released all the same
+                break
+        self._pipe = None
+        self._tok = None
 
     def _fail_all(self, why: str) -> None:
         for job in list(self._active.values()) + list(self._waiting):

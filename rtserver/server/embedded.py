@@ -52,6 +52,7 @@ class EmbeddedWorker:
             "--engine", s.embedded_engine, "--model", s.model, "--model-id", s.model_id,
             "--listen", self.address, "--name", self.name, "--capacity", str(s.capacity),
         ]
+        cmd += ["--log-level", s.log_level, *(["--log-json"] if s.log_json else [])]  # its progress reaches our stderr
         if s.embedded_engine == "synthetic":
             cmd += ["--synthetic-tokens", str(s.synthetic_tokens), "--synthetic-rate", str(s.synthetic_rate)]
         return cmd
