@@ -14,8 +14,9 @@ def create_engine(name: str, *, model: str, model_id: str | None = None, capacit
     if name == "openvino":
         from rtserver.engines.openvino import OpenVinoEngine
 
-        chunk = {"prefill_chunk": int(opts["prefill_chunk"])} if opts.get("prefill_chunk") else {}
-        return OpenVinoEngine(model, model_id=model_id, capacity=capacity, **chunk)
+        if opts.get("prefill_chunk"):
+            return OpenVinoEngine(model, model_id=model_id, capacity=capacity, prefill_chunk=int(opts["prefill_chunk"]))
+        return OpenVinoEngine(model, model_id=model_id, capacity=capacity)
     if name == "synthetic":
         from rtserver.engines.synthetic import SyntheticEngine
 

@@ -747,6 +747,7 @@ class Gateway:
             attempts += 1
             try:
                 async with contextlib.aclosing(worker.generate(request)) as events:  # type: ignore[type-var]
+                    resp.credit = events.take_credit() if hasattr(events, "take_credit") else None  # flow control
                     async for ev in events:
                         if isinstance(ev, TokenEvent):
                             now = time.perf_counter()

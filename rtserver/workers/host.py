@@ -42,6 +42,7 @@ from rtserver.workers.wire import FrameReader, pack
 log = logging.getLogger("rtserver.host")
 
 OnFrame = Callable[[dict[str, Any]], None]
+LOAD_TICK_S = 0.2  # the host re-checks its engine's load this often when no frame carried it
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,10 +185,9 @@ class HostLink:
         finally:
             theirs.close()
         transport, _ = await loop.create_connection(lambda: _Channel(self._frame, self.lost), sock=ours)
-        self._out.transport = transport  # type: ignore[assignment]
-        ready_or_lost = asyncio.ensure_future(asyncio.wait(
-            [self._ready, self.lost], timeout=self._timeout, return_when=asyncio.FIRST_COMPLETED))
-        await ready_or_lost
+        self._out.transport = transport
+        waits: list[asyncio.Future[Any]] = [self._ready, self.lost]
+        await asyncio.wait(waits, timeout=self._timeout, return_when=asyncio.FIRST_COMPLETED)
         if not self._ready.done():
             await self.close()
             why = self.lost.result() if self.lost.done() else "timed out"
@@ -262,7 +262,7 @@ async def _host(fd: int, spec: EngineSpec) -> int:
 
     sock = socket.socket(fileno=fd)
     transport, _ = await loop.create_connection(lambda: _Channel(on_frame, closed), sock=sock)
-    out.transport = transport  # type: ignore[assignment]
+    out.transport = transport
     try:
         engine = spec.build()
         await engine.start()
@@ -284,9 +284,19 @@ async def _host(fd: int, spec: EngineSpec) -> int:
             out._buf += pack(frame)
 
     out.before_flush = report_load
+
+    async def tick() -> None:  # load changes with no frame to carry them (a sequence leaving the engine)
+        while True:
+            await asyncio.sleep(LOAD_TICK_S)
+            assert runner is not None
+            if (frame := runner.load_changed()) is not None:
+                out.write(frame)
+
+    ticker = asyncio.create_task(tick())
     for frame in early:
         runner.handle(frame)
     why = await closed
+    ticker.cancel()
     log.info("engine host stopping: %s", why)
     runner.cancel_all()
     with contextlib.suppress(TimeoutError):

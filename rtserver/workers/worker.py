@@ -13,8 +13,12 @@ side answers every ``gen`` with exactly one ``done`` (runner.py), so a slot is n
 leaked, whatever the order of ``gen`` and ``cancel``; ``inflight`` in ``load`` is the
 number of slots held.
 
-A ``cancel`` (or the gateway disconnecting) is passed to the engine, which ends the
-stream within one step; its ``done`` frees the slot. ``credit`` frames are passed
+A ``cancel`` is answered at once with ``done`` reason ``cancelled``, which frees the
+admission slot, and passed to the engine, which ends the stream within one step (an
+engine busy with a long step must not turn a storm of Stop presses into
+``overloaded``). Until the engine's own ``done`` comes back the stream is
+``cancelling``; at most ``CANCELLING_PER_SLOT * limit`` such streams are allowed before
+new requests are refused. A gateway disconnecting cancels its streams the same way. ``credit`` frames are passed
 through to the stream (docs/worker-protocol.md, "Flow control"). A gateway connection
 whose unsent output passes ``MAX_CONN_BUFFER`` is dropped (its streams cancelled).
 """
@@ -56,6 +60,7 @@ class WorkerSettings:
 
 
 MAX_CONN_BUFFER = 64 * 1024 * 1024  # bytes a gateway connection may leave unread before it is dropped
+CANCELLING_PER_SLOT = 8  # cancelled streams awaiting the engine's done, per admission slot
 
 
 class _Conn:
@@ -87,6 +92,7 @@ class WorkerServer:
         self.metrics = metrics
         self.draining = False
         self._streams: dict[int, _Stream] = {}  # by engine-side id
+        self._cancelling: set[int] = set()  # engine-side ids cancelled, the engine's done not yet back
         self._next_id = 0
         self._dirty: set[_Conn] = set()
         self._flush_scheduled = False
@@ -96,7 +102,13 @@ class WorkerServer:
 
     @property
     def inflight(self) -> int:
+        """Requests holding a slot: admitted, and their ``done`` not yet sent."""
         return len(self._streams)
+
+    @property
+    def admitting(self) -> bool:
+        return (not self.draining and len(self._streams) < self.limit
+                and len(self._cancelling) < CANCELLING_PER_SLOT * self.limit)
 
     @property
     def limit(self) -> int:
@@ -123,7 +135,9 @@ class WorkerServer:
             "waiting": load.waiting,
             "capacity": load.capacity,
             "inflight": self.inflight,
+            "cancelling": len(self._cancelling),
             "limit": self.limit,
+            "admitting": self.admitting,
             "draining": self.draining,
         }
 
@@ -158,6 +172,8 @@ class WorkerServer:
         """A ``tok`` or ``done`` from the engine: relay it to the gateway that asked (batched per turn)."""
         stream = self._streams.get(frame["id"])
         if stream is None:
+            if frame["t"] == "done":
+                self._cancelling.discard(frame["id"])
             return
         metrics = self.metrics
         if frame["t"] == "tok":
@@ -203,7 +219,7 @@ class WorkerServer:
     # ------------------------------------------------------------------ gateway → engine
     def _gen(self, conn: _Conn, frame: dict[str, Any]) -> None:
         wire_id = int(frame["id"])
-        if self.draining or self.inflight >= self.limit or wire_id in conn.streams:
+        if not self.admitting or wire_id in conn.streams:
             why = "draining" if self.draining else "overloaded" if wire_id not in conn.streams else "duplicate id"
             if self.metrics is not None and why != "duplicate id":
                 self.metrics.rejected.labels(why).inc()
@@ -220,8 +236,25 @@ class WorkerServer:
     def _to_stream(self, conn: _Conn, frame: dict[str, Any]) -> None:
         stream = conn.streams.get(int(frame["id"]))
         if stream is not None:
-            frame["id"] = stream.host_id
-            self.link.send(frame)
+            if frame["t"] == "cancel":
+                self._cancel(stream)
+            else:
+                frame["id"] = stream.host_id
+                self.link.send(frame)
+
+    def _cancel(self, stream: _Stream) -> None:
+        """Answer ``done`` cancelled now and free the slot; the engine's own ``done`` is dropped."""
+        del self._streams[stream.host_id]
+        self._cancelling.add(stream.host_id)
+        if self.metrics is not None:
+            self.metrics.requests.labels("cancelled").inc()
+        conn = stream.conn
+        if conn is not None:
+            conn.streams.pop(stream.wire_id, None)
+            self._queue(conn, {"t": "done", "id": stream.wire_id, "reason": "cancelled", "prompt": 0,
+                               "completion": stream.tokens})
+        if not self.link.lost.done():
+            self.link.send({"t": "cancel", "id": stream.host_id})
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -254,10 +287,9 @@ class WorkerServer:
         finally:
             hb.cancel()
             # Nobody reads these streams any more: end them; their slots come back with their done.
-            for stream in conn.streams.values():
+            for stream in list(conn.streams.values()):
                 stream.conn = None
-                if not self.link.lost.done():
-                    self.link.send({"t": "cancel", "id": stream.host_id})
+                self._cancel(stream)
             conn.streams.clear()
             self._dirty.discard(conn)
             with contextlib.suppress(asyncio.CancelledError):
@@ -292,7 +324,7 @@ async def serve_worker(
     ``engine`` is an ``EngineLink`` (``engine_link``), or a bare ``Engine`` run inline.
     Raises ``EngineError`` when the engine host is lost (the worker cannot serve then).
     """
-    link: EngineLink = engine if hasattr(engine, "lost") else InlineLink(engine)  # type: ignore[arg-type]
+    link: EngineLink = InlineLink(engine) if isinstance(engine, Engine) else engine
     server: WorkerServer | None = None
 
     def relay(frame: dict[str, Any]) -> None:
@@ -324,8 +356,9 @@ async def serve_worker(
     if ready_fd is not None:
         os.write(ready_fd, f"{server.bound}\n".encode())
         os.close(ready_fd)
-    stopping = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([stopping, link.lost], return_when=asyncio.FIRST_COMPLETED)
+    stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    waits: list[asyncio.Future[Any]] = [stopping, link.lost]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
     if link.lost.done():
         await server.stop(drain=False)

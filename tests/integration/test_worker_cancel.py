@@ -17,7 +17,7 @@ from typing import Any
 
 from rtserver.client import Client, Turn, collect
 from rtserver.workers.wire import FrameReader, pack
-from tests.integration.test_workers import WorkerProc, workers  # noqa: F401  (fixture)
+from tests.integration.test_workers import WorkerProc
 from tests.procs import gateway as gateway_proc
 
 PAIRS = 1_200  # more than the synthetic worker's whole admission bound (1,024 + 64)
@@ -87,7 +87,7 @@ async def test_gen_and_cancel_in_one_read_answer_done_and_free_the_slot(
 
 
 def _readyz(http: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{http}/readyz", timeout=5) as r:  # noqa: S310 (loopback)
+    with urllib.request.urlopen(f"{http}/readyz", timeout=5) as r:
         return json.loads(r.read())  # type: ignore[no-any-return]
 
 
