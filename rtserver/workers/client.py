@@ -217,7 +217,7 @@ class WorkerStream:
         self._finished = False
         self._closed = False
         self._auto_ack = True
-        self.credit: Credit | None = None
+        self.credit = Credit(client.window, self._grant) if client.window > 0 else None
 
     def take_credit(self) -> Credit | None:
         """Acknowledge ``tok`` frames yourself from now on (``Credit.ack``); None without flow control."""
@@ -239,9 +239,8 @@ class WorkerStream:
         c._streams[wire_id] = self._queue
         c._pending += 1
         frame = gen_frame(wire_id, self._request)
-        if c.window > 0:
-            frame["win"] = c.window
-            self.credit = Credit(c.window, self._grant)
+        if self.credit is not None:
+            frame["win"] = self.credit.window
         writer.write(pack(frame))
 
     def _grant(self, n: int) -> None:
