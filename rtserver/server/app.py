@@ -248,7 +248,8 @@ class Gateway:
     def readiness(self) -> dict[str, Any]:
         workers = [
             {"name": w.state.name, "model": w.state.model, "alive": w.alive, "active": w.state.active,
-             "waiting": w.state.waiting, "draining": w.state.draining}
+             "waiting": w.state.waiting, "draining": w.state.draining,
+             "inflight": w.state.inflight, "admitting": w.state.admitting}
             for w in self.pool.workers
         ]
         store_ok = self.writer is not None and not self.writer.degraded and getattr(self.store, "available", True)

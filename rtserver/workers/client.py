@@ -38,6 +38,8 @@ class WorkerState:
     active: int = 0
     waiting: int = 0
     draining: bool = False
+    inflight: int = 0  # requests holding an admission slot on the worker (all gateways)
+    admitting: bool = True  # the worker would accept a request now (false: it answers overloaded)
     last_seen: float = 0.0
     pid: int = 0
     continues: bool = False
@@ -142,6 +144,8 @@ class WorkerClient:
                     s = self.state
                     s.active, s.waiting = frame["active"], frame["waiting"]
                     s.capacity, s.draining = frame["capacity"], frame["draining"]
+                    s.inflight = frame.get("inflight", 0)
+                    s.admitting = frame.get("admitting", not s.draining)
                 elif kind == "ready":
                     s = self.state
                     s.name = frame["name"]

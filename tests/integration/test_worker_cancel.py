@@ -118,7 +118,10 @@ async def test_a_cancel_storm_through_the_gateway_leaves_the_model_worker_servin
         deadline = time.monotonic() + 2.0  # a bounded wait for the next heartbeats
         while True:
             workers_ = _readyz(gw.http)["workers"]
-            if all(w["active"] == 0 and w["waiting"] == 0 for w in workers_) or time.monotonic() > deadline:
+            if all(w["active"] == 0 and w["waiting"] == 0 and w["inflight"] == 0 for w in workers_) \
+                    or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.1)
-        assert [(w["active"], w["waiting"]) for w in workers_] == [(0, 0)], workers_
+        # /readyz tells the truth about admission: no sequence, no slot held, admitting.
+        assert [(w["active"], w["waiting"], w["inflight"], w["admitting"]) for w in workers_] == [(0, 0, 0, True)], \
+            workers_
