@@ -41,7 +41,7 @@ READY = re.compile(rb"READY (\S+)")
 
 def long_prompt(tokens: int) -> str:
     tag = secrets.token_hex(4)  # a fresh prefix: nothing of it is in the prefix cache
-    n = max(1, tokens // 15)
+    n = max(1, tokens // 20)  # about 20 tokens an item
     return f"[{tag}] " + " ".join(f"Item {i} of list {tag} is a short sentence about nothing much." for i in range(n))
 
 

@@ -286,6 +286,14 @@ class WorkerStream:
             self._client._streams.pop(self._wire_id, None)
             self._client._pending -= 1
 
+    def __del__(self) -> None:  # dropped without aclose() (a ``break`` out of ``async for``): cancel it too
+        if self._writer is not None and not self._finished:
+            self._closed = True
+            self._end()
+            if self._client._writer is self._writer:
+                with contextlib.suppress(Exception):
+                    self._writer.write(pack({"t": "cancel", "id": self._wire_id}))
+
     async def aclose(self) -> None:
         """Stop the stream; a request still running on the worker is cancelled there."""
         if self._closed:
