@@ -125,19 +125,19 @@ async def scenario(address: str, prompt_tokens: int, others: int, other_tokens: 
     hb_gap = max((b - a for a, b in itertools.pairwise(win_loads)), default=float("nan")) * 1000
     itl_before = gaps(before_start, t0)
     itl_during = gaps(t0, t1)
-    p50_before = percentile(itl_before, 50)
-    p99_during = percentile(itl_during, 99)
+    p50_before = percentile(itl_before, 0.5)
+    p99_during = percentile(itl_during, 0.99)
     return {
         "prompt_tokens": done.get("prompt"),
         "prefill_s": t1 - t0,
-        "pong_rtt_ms_baseline_p50": percentile(base_rtt, 50),
-        "pong_rtt_ms_p50": percentile(win_rtt, 50),
-        "pong_rtt_ms_p99": percentile(win_rtt, 99),
+        "pong_rtt_ms_baseline_p50": percentile(base_rtt, 0.5),
+        "pong_rtt_ms_p50": percentile(win_rtt, 0.5),
+        "pong_rtt_ms_p99": percentile(win_rtt, 0.99),
         "pong_rtt_ms_max": max(win_rtt, default=None),
         "pongs_in_window": len(win_rtt),
         "heartbeat_gap_ms_max": hb_gap,
         "itl_ms_p50_before": p50_before,
-        "itl_ms_p50_during": percentile(itl_during, 50),
+        "itl_ms_p50_during": percentile(itl_during, 0.5),
         "itl_ms_p99_during": p99_during,
         "itl_p99_during_over_p50_before": (p99_during / p50_before) if p50_before and p99_during else None,
     }
