@@ -170,6 +170,7 @@ class HostLink:
         self._load = EngineLoad(0, 0, spec.capacity)
         self._on_frame: OnFrame | None = None
         self._ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._closing = False
 
     async def start(self, on_frame: OnFrame) -> None:
         """Start the host and wait until its engine is loaded and warm. Raises ``EngineError``."""
@@ -199,7 +200,13 @@ class HostLink:
         self.info = EngineInfo(engine=ready["engine"], model_id=ready["model"], modalities=frozenset(ready["modalities"]),
                                capacity=int(ready["capacity"]), continues=bool(ready["continues"]))
         self._load = EngineLoad(0, 0, self.info.capacity)
-        self.lost.add_done_callback(lambda f: log.error("engine host (pid %s) lost: %s", self.pid, f.result()))
+        self.lost.add_done_callback(self._log_loss)
+
+    def _log_loss(self, lost: asyncio.Future[str]) -> None:
+        if self._closing:
+            log.info("engine host (pid %s) stopped", self.pid)
+        else:
+            log.error("engine host (pid %s) lost: %s", self.pid, lost.result())
 
     @property
     def pid(self) -> int:
@@ -224,6 +231,7 @@ class HostLink:
 
     async def close(self, timeout_s: float = 15.0) -> None:
         """Close the channel (the host cancels its streams, closes its engine, exits); kill it after ``timeout_s``."""
+        self._closing = True
         self._out.flush()
         if self._out.transport is not None:
             self._out.transport.close()
