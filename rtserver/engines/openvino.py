@@ -113,9 +113,9 @@ class OpenVinoEngine:
         req = GenerateRequest("warm-up", (ChatMessage("user", "Say hello."),), SamplingParams(max_tokens=8))
         async for _ in self.generate(req):
             pass
-        # A prompt longer than one prefill chunk: the full-chunk step shape is compiled
-        # now, not during the first long prompt a user sends (seconds on a small CPU).
-        long = " ".join(f"w{i}" for i in range(self._prefill_chunk + 16))
+        # A prompt longer than one prefill chunk (up to 512 tokens): the chunk-sized step
+        # is compiled now, not during the first long prompt a user sends.
+        long = " ".join(f"w{i}" for i in range(min(self._prefill_chunk, 512) + 16))
         req = GenerateRequest("warm-up-chunk", (ChatMessage("user", long),), SamplingParams(max_tokens=2))
         async for _ in self.generate(req):
             pass
