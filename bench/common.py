@@ -180,6 +180,8 @@ def gateway(
         port = int(wait_line(proc, READY, timeout).group(1))
         for child in children(proc.pid):
             pin(child, worker_cores or cores)
+            for grandchild in children(child):  # an embedded worker's engine host
+                pin(grandchild, worker_cores or cores)
         yield proc, port
     finally:
         stop(proc)

@@ -127,7 +127,35 @@ def _patch_textbytes() -> None:
     connection.Connection._write = _write  # type: ignore[method-assign]
 
 
-PATCHES = {"nometrics": _patch_nometrics, "faststats": _patch_faststats, "textbytes": _patch_textbytes}
+def _patch_enginehost() -> None:
+    """The embedded synthetic worker with its engine in an engine host process (``--engine-host process``)."""
+    from rtserver.server.embedded import EmbeddedWorker
+
+    command = EmbeddedWorker.command
+
+    def patched(self: Any) -> list[str]:
+        return [*command(self), "--engine-host", "process"]
+
+    EmbeddedWorker.command = patched  # type: ignore[method-assign]
+
+
+def _patch_oldworker() -> None:
+    """The embedded worker run from another checkout (``RELAY_OLD_ROOT``): the code before a change, same run."""
+    import os
+
+    from rtserver.server.embedded import EmbeddedWorker
+
+    root = os.environ["RELAY_OLD_ROOT"]
+    command = EmbeddedWorker.command
+
+    def patched(self: Any) -> list[str]:
+        return ["env", f"PYTHONPATH={root}", *command(self)]
+
+    EmbeddedWorker.command = patched  # type: ignore[method-assign]
+
+
+PATCHES = {"nometrics": _patch_nometrics, "faststats": _patch_faststats, "textbytes": _patch_textbytes,
+           "enginehost": _patch_enginehost, "oldworker": _patch_oldworker}
 
 
 def serve_patched(patches: list[str], argv: list[str]) -> int:

@@ -8,12 +8,10 @@ import errno
 import logging
 import socket
 import sys
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 from rtserver import __version__
 from rtserver.config import add_arguments, settings_from_args
-from rtserver.engines.base import Engine, EngineEvent, EngineLoad, GenerateRequest
 from rtserver.exceptions import ConfigError, RtServerError
 
 log = logging.getLogger("rtserver")
@@ -94,41 +92,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Announced:
-    """An engine whose ``start()`` (model load and warm-up) says what it does while it runs."""
-
-    def __init__(self, engine: Engine, every_s: float = 5.0) -> None:
-        self._engine = engine
-        self.info = engine.info
-        self._every = every_s
-
-    async def start(self) -> None:
-        what = f"{self.info.engine} model {self.info.model_id}"
-        log.info("loading and warming up the %s", what)
-        t0 = time.monotonic()
-
-        async def tick() -> None:
-            while True:
-                await asyncio.sleep(self._every)
-                log.info("still loading the %s (%.0f s)", what, time.monotonic() - t0)
-
-        ticker = asyncio.create_task(tick())
-        try:
-            await self._engine.start()
-        finally:
-            ticker.cancel()
-        log.info("%s loaded and warmed up in %.1f s", what, time.monotonic() - t0)
-
-    def generate(self, request: GenerateRequest) -> AsyncIterator[EngineEvent]:
-        return self._engine.generate(request)
-
-    def load(self) -> EngineLoad:
-        return self._engine.load()
-
-    async def close(self) -> None:
-        await self._engine.close()
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level, args.log_json)
     import os
@@ -138,25 +101,25 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.cpus:
         cpus = {int(c) for c in args.cpus.split(",")}
         os.sched_setaffinity(0, cpus)
-    from rtserver.engines.registry import create_engine
-    from rtserver.workers.worker import WorkerSettings, serve_worker
+    from rtserver.workers.host import EngineSpec
+    from rtserver.workers.worker import WorkerSettings, engine_link, serve_worker
 
-    engine = create_engine(
-        args.engine, model=args.model, model_id=args.model_id, capacity=args.capacity,
+    opts: dict[str, object] = dict(
         synthetic_tokens=args.synthetic_tokens, synthetic_rate=args.synthetic_rate,
         synthetic_first_token_ms=args.synthetic_first_token_ms,
         **({"modalities": args.modalities} if args.engine == "openai" else {}),
         **({"device": args.device} if args.device else {}),
         **({"base_url": args.base_url} if args.base_url else {}),
         **({"api_key": args.api_key} if args.api_key else {}),
+        **({"prefill_chunk": args.prefill_chunk} if args.prefill_chunk else {}),
     )
-    if args.engine in ("openvino", "transformers"):
-        engine = _Announced(engine)
+    spec = EngineSpec(args.engine, args.model, args.model_id, args.capacity, opts, args.log_level, args.log_json)
     name = args.name or f"{args.engine}-{os.getpid()}"
     settings = WorkerSettings(name=name, listen=args.listen, max_queue=args.max_queue,
                               metrics_port=args.metrics_port, metrics_host=args.metrics_host)
 
     async def main() -> None:
+        engine = engine_link(spec, args.engine_host)
         if args.redis:
             from rtserver.workers.discovery import register_forever
 
@@ -231,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="synthetic engine: delay before the first token")
     worker.add_argument("--modalities", default="text", help="openai engine: what the model takes, e.g. text,image")
     worker.add_argument("--device", default="", help="transformers and gpu engines: cuda, cuda:1 or cpu (default: cuda if present)")
+    worker.add_argument("--engine-host", default="auto", choices=("auto", "process", "inline"),
+                        help="where the engine computes: its own host process, or inline in the worker "
+                        "(auto: a process for openvino, transformers and other engines; inline for synthetic, openai)")
+    worker.add_argument("--prefill-chunk", type=int, default=0,
+                        help="prompt tokens prefilled per engine step, interleaved with other sequences' decode "
+                        "(0: the engine's default; openvino 256, transformers' max_batch_tokens)")
     worker.add_argument("--log-level", default="info")
     worker.add_argument("--log-json", action="store_true")
     worker.set_defaults(func=cmd_worker)

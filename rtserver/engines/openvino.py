@@ -32,6 +32,7 @@ from rtserver.engines.models import resolve_model
 from rtserver.exceptions import EngineError
 
 _STOP = object()
+PREFILL_CHUNK = 256  # tokens per step; measured: bench/worker_stall.py, docs/BENCHMARKS.md
 
 
 @dataclass(slots=True)
@@ -59,8 +60,12 @@ class OpenVinoEngine:
         kv_cache_gb: float = 1.0,
         device: str = "CPU",
         threads: int | None = None,
+        prefill_chunk: int = PREFILL_CHUNK,
     ) -> None:
+        """``prefill_chunk``: prompt tokens per step (``max_num_batched_tokens`` with dynamic
+        split-fuse), so a long prompt is prefilled in chunks between the other sequences' decode steps."""
         self._model = model
+        self._prefill_chunk = max(16, int(prefill_chunk))
         self.info = EngineInfo(engine="openvino", model_id=model_id or Path(model).stem, capacity=capacity,
                                continues=True)
         self._capacity = capacity
@@ -91,7 +96,8 @@ class OpenVinoEngine:
         sc.cache_size = max(1, int(self._kv_cache_gb))
         sc.enable_prefix_caching = True
         sc.max_num_seqs = self._capacity
-        sc.max_num_batched_tokens = 2048
+        sc.dynamic_split_fuse = True
+        sc.max_num_batched_tokens = self._prefill_chunk
         props: dict[str, Any] = {}
         if self._threads:
             props["INFERENCE_NUM_THREADS"] = self._threads
@@ -105,6 +111,12 @@ class OpenVinoEngine:
         from rtserver.engines.base import ChatMessage, SamplingParams
 
         req = GenerateRequest("warm-up", (ChatMessage("user", "Say hello."),), SamplingParams(max_tokens=8))
+        async for _ in self.generate(req):
+            pass
+        # A prompt longer than one prefill chunk (up to 512 tokens): the chunk-sized step
+        # is compiled now, not during the first long prompt a user sends.
+        long = " ".join(f"w{i}" for i in range(min(self._prefill_chunk, 512) + 16))
+        req = GenerateRequest("warm-up-chunk", (ChatMessage("user", long),), SamplingParams(max_tokens=2))
         async for _ in self.generate(req):
             pass
 

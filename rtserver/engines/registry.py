@@ -14,6 +14,8 @@ def create_engine(name: str, *, model: str, model_id: str | None = None, capacit
     if name == "openvino":
         from rtserver.engines.openvino import OpenVinoEngine
 
+        if opts.get("prefill_chunk"):
+            return OpenVinoEngine(model, model_id=model_id, capacity=capacity, prefill_chunk=int(opts["prefill_chunk"]))
         return OpenVinoEngine(model, model_id=model_id, capacity=capacity)
     if name == "synthetic":
         from rtserver.engines.synthetic import SyntheticEngine

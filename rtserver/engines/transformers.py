@@ -69,9 +69,15 @@ class TransformersEngine:
         max_batch_tokens: int | None = None,
         compile_level: int = 0,
         warm_up: bool = True,
+        prefill_chunk: int | None = None,
         **_ignored: Any,
     ) -> None:
-        """``model`` is a local Hugging Face folder (config, weights, tokenizer with a chat template)."""
+        """``model`` is a local Hugging Face folder (config, weights, tokenizer with a chat template).
+
+        ``prefill_chunk`` (the worker's ``--prefill-chunk``) sets ``max_batch_tokens`` unless that is given.
+        """
+        if max_batch_tokens is None and prefill_chunk:
+            max_batch_tokens = int(prefill_chunk)
         self._path = model
         self.info = EngineInfo(
             engine="transformers", model_id=model_id or Path(model).name, capacity=capacity, continues=True

@@ -258,7 +258,8 @@ class Gateway:
     def readiness(self) -> dict[str, Any]:
         workers = [
             {"name": w.state.name, "model": w.state.model, "alive": w.alive, "active": w.state.active,
-             "waiting": w.state.waiting, "draining": w.state.draining}
+             "waiting": w.state.waiting, "draining": w.state.draining,
+             "inflight": w.state.inflight, "admitting": w.state.admitting}
             for w in self.pool.workers
         ]
         store_ok = self.writer is not None and not self.writer.degraded and getattr(self.store, "available", True)
@@ -797,6 +798,7 @@ class Gateway:
             attempts += 1
             try:
                 async with contextlib.aclosing(worker.generate(request)) as events:  # type: ignore[type-var]
+                    resp.credit = events.take_credit() if hasattr(events, "take_credit") else None  # flow control
                     async for ev in events:
                         if isinstance(ev, TokenEvent):
                             now = time.perf_counter()

@@ -1,2 +1,3 @@
-"""Model workers: the wire between gateway and worker, the worker process, and the
-gateway side (client per worker, pool that pins conversations)."""
+"""Model workers: the wire between gateway and worker, the worker process, its engine
+host (host.py, runner.py), and the gateway side (client per worker, pool that pins
+conversations)."""

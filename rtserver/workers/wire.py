@@ -5,11 +5,12 @@ A stream of msgpack maps, back to back (msgpack is self-delimiting), each with a
 unique per connection).
 
 gateway → worker: ``gen`` {id, messages: [[role, content], …], params: {…}, media?: [[kind, mime, bytes], …],
-prefix?, conv? (the conversation key: engines that retain KV reuse it on the next turn)},
-``cancel`` {id}, ``ping`` {ts}.
+prefix?, conv? (the conversation key: engines that retain KV reuse it on the next turn), win?}, ``cancel`` {id}, ``credit`` {id, n}, ``ping`` {ts}.
 worker → gateway: ``ready`` {name, engine, model, modalities, capacity, pid},
 ``tok`` {id, text, n}, ``done`` {id, reason, prompt, completion, queue_ms, error?, cached?},
-``load`` {active, waiting, capacity, draining}, ``pong`` {ts}.
+``load`` {active, waiting, capacity, inflight, cancelling, limit, admitting, draining}, ``pong`` {ts}.
+The worker ↔ engine host channel (host.py) carries the same ``gen``/``cancel``/``credit``
+and ``tok``/``done``/``load`` frames, plus ``ready``/``fail`` once at start.
 """
 
 from __future__ import annotations

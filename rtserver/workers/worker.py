@@ -1,14 +1,26 @@
-"""The worker process: one engine, one accelerator, many multiplexed generations.
+"""The worker process: the wire, admission, heartbeats and credit; never engine compute.
 
-``serve_worker`` loads and warms the engine, then listens. It writes ``ready`` to each
-gateway connection first, a ``load`` heartbeat every ``heartbeat_s``, and streams
-``tok``/``done`` per request. A ``cancel`` (or the gateway disconnecting) closes the
-engine iterator, which frees the slot within one decode step.
+``serve_worker`` starts the engine behind an ``EngineLink`` (host.py: an engine host
+process by default, or inline for engines that never block), then listens. It writes
+``ready`` to each gateway connection first, a ``load`` heartbeat every ``heartbeat_s``,
+and relays ``tok``/``done`` per request. The event loop here only moves frames, so
+heartbeats, cancels and admission answer while the engine computes.
 
-Bounds: at most ``capacity + max_queue`` requests are admitted across all
-connections; beyond that a ``gen`` is answered at once with ``done`` reason
-``error`` and ``error: "overloaded"``. Writes await the socket's drain, so a slow
-gateway slows its own streams without growing the worker's memory.
+Admission: a request holds a slot from its ``gen`` until its ``done`` is relayed; at
+most ``capacity + max_queue`` slots across all connections. Beyond that a ``gen`` is
+answered at once with ``done`` reason ``error`` and ``error: "overloaded"``. The engine
+side answers every ``gen`` with exactly one ``done`` (runner.py), so a slot is never
+leaked, whatever the order of ``gen`` and ``cancel``; ``inflight`` in ``load`` is the
+number of slots held.
+
+A ``cancel`` is answered at once with ``done`` reason ``cancelled``, which frees the
+admission slot, and passed to the engine, which ends the stream within one step (an
+engine busy with a long step must not turn a storm of Stop presses into
+``overloaded``). Until the engine's own ``done`` comes back the stream is
+``cancelling``; at most ``CANCELLING_PER_SLOT * limit`` such streams are allowed before
+new requests are refused. A gateway disconnecting cancels its streams the same way. ``credit`` frames are passed
+through to the stream (docs/worker-protocol.md, "Flow control"). A gateway connection
+whose unsent output passes ``MAX_CONN_BUFFER`` is dropped (its streams cancelled).
 """
 
 from __future__ import annotations
@@ -24,10 +36,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from rtserver.engines.base import Engine, FinishEvent, TokenEvent
-from rtserver.exceptions import WorkerProtocolError
+from rtserver.engines.base import Engine
+from rtserver.exceptions import EngineError, WorkerProtocolError
 from rtserver.metrics import WorkerMetrics
-from rtserver.workers.wire import FrameReader, pack, request_from_frame
+from rtserver.workers.host import EngineLink, EngineSpec, HostLink, InlineLink
+from rtserver.workers.wire import FrameReader, pack
 
 log = logging.getLogger("rtserver.worker")
 
@@ -46,19 +59,63 @@ class WorkerSettings:
     drain_timeout_s: float = 30.0
 
 
+MAX_CONN_BUFFER = 64 * 1024 * 1024  # bytes a gateway connection may leave unread before it is dropped
+CANCELLING_PER_SLOT = 8  # cancelled streams awaiting the engine's done, per admission slot
+
+
+class _Conn:
+    """One gateway connection: its streams (by the gateway's wire id) and its output batch."""
+
+    __slots__ = ("buf", "streams", "transport")
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self.transport = transport
+        self.buf = bytearray()
+        self.streams: dict[int, _Stream] = {}
+
+
+class _Stream:
+    __slots__ = ("conn", "host_id", "started", "tokens", "wire_id")
+
+    def __init__(self, conn: _Conn | None, wire_id: int, host_id: int, started: float) -> None:
+        self.conn = conn
+        self.wire_id = wire_id
+        self.host_id = host_id
+        self.started = started
+        self.tokens = 0
+
+
 class WorkerServer:
-    def __init__(self, engine: Engine, settings: WorkerSettings, metrics: WorkerMetrics | None = None) -> None:
-        self.engine = engine
+    def __init__(self, link: EngineLink, settings: WorkerSettings, metrics: WorkerMetrics | None = None) -> None:
+        self.link = link
         self.settings = settings
         self.metrics = metrics
         self.draining = False
-        self._inflight = 0
+        self._streams: dict[int, _Stream] = {}  # by engine-side id
+        self._cancelling: set[int] = set()  # engine-side ids cancelled, the engine's done not yet back
+        self._next_id = 0
+        self._dirty: set[_Conn] = set()
+        self._flush_scheduled = False
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[None]] = set()
         self.bound: str = settings.listen
 
+    @property
+    def inflight(self) -> int:
+        """Requests holding a slot: admitted, and their ``done`` not yet sent."""
+        return len(self._streams)
+
+    @property
+    def admitting(self) -> bool:
+        return (not self.draining and len(self._streams) < self.limit
+                and len(self._cancelling) < CANCELLING_PER_SLOT * self.limit)
+
+    @property
+    def limit(self) -> int:
+        return self.link.info.capacity + self.settings.max_queue
+
     def ready_frame(self) -> dict[str, Any]:
-        info = self.engine.info
+        info = self.link.info
         return {
             "t": "ready",
             "name": self.settings.name,
@@ -71,15 +128,21 @@ class WorkerServer:
         }
 
     def load_frame(self) -> dict[str, Any]:
-        load = self.engine.load()
-        return {
+        load = self.link.load()
+        frame: dict[str, Any] = {
             "t": "load",
             "active": load.active,
             "waiting": load.waiting,
             "capacity": load.capacity,
-            "inflight": self._inflight,
+            "inflight": self.inflight,
+            "cancelling": len(self._cancelling),
+            "limit": self.limit,
+            "admitting": self.admitting,
             "draining": self.draining,
         }
+        if (kv := self.link.kv_stats()) is not None:
+            frame["kv"] = vars(kv)
+        return frame
 
     async def start(self) -> None:
         listen = self.settings.listen
@@ -101,150 +164,212 @@ class WorkerServer:
             self._server.close()
         if drain:
             deadline = asyncio.get_running_loop().time() + self.settings.drain_timeout_s
-            while self._inflight and asyncio.get_running_loop().time() < deadline:
+            while self._streams and asyncio.get_running_loop().time() < deadline and not self.link.lost.done():
                 await asyncio.sleep(0.05)
         for task in list(self._conns):
             task.cancel()
         await asyncio.gather(*self._conns, return_exceptions=True)
 
+    # ------------------------------------------------------------------ engine → gateways
+    def on_engine_frame(self, frame: dict[str, Any]) -> None:
+        """A ``tok`` or ``done`` from the engine: relay it to the gateway that asked (batched per turn)."""
+        stream = self._streams.get(frame["id"])
+        if stream is None:
+            if frame["t"] == "done":
+                self._cancelling.discard(frame["id"])
+            return
+        metrics = self.metrics
+        if frame["t"] == "tok":
+            if metrics is not None:
+                metrics.tokens.inc(frame["n"])
+                if stream.tokens == 0:
+                    metrics.ttft_seconds.observe(time.perf_counter() - stream.started)
+                    metrics.queue_seconds.observe((frame.get("q") or 0.0) / 1000)
+            stream.tokens += 1
+        elif frame["t"] == "done":
+            del self._streams[stream.host_id]
+            if stream.conn is not None:
+                stream.conn.streams.pop(stream.wire_id, None)
+            if metrics is not None:
+                metrics.requests.labels(frame["reason"]).inc()
+        else:
+            return
+        conn = stream.conn
+        if conn is None:
+            return
+        frame["id"] = stream.wire_id
+        self._queue(conn, frame)
+
+    def _queue(self, conn: _Conn, frame: dict[str, Any]) -> None:
+        conn.buf += pack(frame)
+        self._dirty.add(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        for conn in self._dirty:
+            transport = conn.transport
+            if not transport.is_closing():
+                transport.write(bytes(conn.buf))
+                if transport.get_write_buffer_size() > MAX_CONN_BUFFER:
+                    log.warning("a gateway connection does not read its worker stream; dropping it")
+                    transport.abort()
+            conn.buf.clear()
+        self._dirty.clear()
+
+    # ------------------------------------------------------------------ gateway → engine
+    def _gen(self, conn: _Conn, frame: dict[str, Any]) -> None:
+        wire_id = int(frame["id"])
+        if not self.admitting or wire_id in conn.streams:
+            why = "draining" if self.draining else "overloaded" if wire_id not in conn.streams else "duplicate id"
+            if self.metrics is not None and why != "duplicate id":
+                self.metrics.rejected.labels(why).inc()
+            self._queue(conn, {"t": "done", "id": wire_id, "reason": "error", "prompt": 0, "completion": 0,
+                               "error": why})
+            return
+        self._next_id += 1
+        stream = _Stream(conn, wire_id, self._next_id, time.perf_counter())
+        self._streams[stream.host_id] = stream
+        conn.streams[wire_id] = stream
+        frame["id"] = stream.host_id
+        self.link.send(frame)
+
+    def _to_stream(self, conn: _Conn, frame: dict[str, Any]) -> None:
+        stream = conn.streams.get(int(frame["id"]))
+        if stream is not None:
+            if frame["t"] == "cancel":
+                self._cancel(stream)
+            else:
+                frame["id"] = stream.host_id
+                self.link.send(frame)
+
+    def _cancel(self, stream: _Stream) -> None:
+        """Answer ``done`` cancelled now and free the slot; the engine's own ``done`` is dropped."""
+        del self._streams[stream.host_id]
+        self._cancelling.add(stream.host_id)
+        if self.metrics is not None:
+            self.metrics.requests.labels("cancelled").inc()
+        conn = stream.conn
+        if conn is not None:
+            conn.streams.pop(stream.wire_id, None)
+            self._queue(conn, {"t": "done", "id": stream.wire_id, "reason": "cancelled", "prompt": 0,
+                               "completion": stream.tokens})
+        if not self.link.lost.done():
+            self.link.send({"t": "cancel", "id": stream.host_id})
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._conns.add(task)
-        streams: dict[int, asyncio.Task[None]] = {}
-        write_lock = asyncio.Lock()
-
-        async def send(frame: dict[str, Any]) -> None:
-            writer.write(pack(frame))
-            if writer.transport.get_write_buffer_size() > 256 * 1024:
-                async with write_lock:
-                    await writer.drain()
+        conn = _Conn(writer.transport)
 
         async def heartbeat() -> None:
             while True:
                 await asyncio.sleep(self.settings.heartbeat_s)
-                await send(self.load_frame())
-
-        metrics = self.metrics
-
-        async def run(wire_id: int, frame: dict[str, Any]) -> None:
-            started = time.perf_counter()
-            first = True
-            try:
-                request = request_from_frame(frame)
-                async for event in self.engine.generate(request):
-                    if isinstance(event, TokenEvent):
-                        if metrics is not None:
-                            metrics.tokens.inc(event.tokens)
-                            if first:
-                                metrics.ttft_seconds.observe(time.perf_counter() - started)
-                                metrics.queue_seconds.observe((event.queue_ms or 0.0) / 1000)
-                        first = False
-                        tok: dict[str, Any] = {"t": "tok", "id": wire_id, "text": event.text, "n": event.tokens}
-                        if event.queue_ms is not None:
-                            tok["q"] = event.queue_ms
-                        await send(tok)
-                    else:
-                        if metrics is not None:
-                            metrics.requests.labels(event.reason).inc()
-                        await send(_done(wire_id, event))
-            except asyncio.CancelledError:
-                if metrics is not None:
-                    metrics.requests.labels("cancelled").inc()
-                with contextlib.suppress(Exception):
-                    await send({"t": "done", "id": wire_id, "reason": "cancelled", "prompt": 0, "completion": 0})
-                raise
-            except Exception as exc:  # engine failure: tell the gateway, keep serving others
-                log.exception("generation %s failed", wire_id)
-                with contextlib.suppress(Exception):
-                    await send({"t": "done", "id": wire_id, "reason": "error", "prompt": 0, "completion": 0, "error": str(exc)})
-            finally:
-                streams.pop(wire_id, None)
-                self._inflight -= 1
+                self._queue(conn, self.load_frame())
 
         hb = asyncio.create_task(heartbeat())
         decoder = FrameReader()
         try:
-            await send(self.ready_frame())
+            self._queue(conn, self.ready_frame())
             while data := await reader.read(65536):
                 for frame in decoder.feed(data):
                     kind = frame["t"]
                     if kind == "gen":
-                        wire_id = int(frame["id"])
-                        if self.draining or self._inflight >= self.engine.info.capacity + self.settings.max_queue:
-                            why = "draining" if self.draining else "overloaded"
-                            if metrics is not None:
-                                metrics.rejected.labels(why).inc()
-                            await send({"t": "done", "id": wire_id, "reason": "error", "prompt": 0, "completion": 0, "error": why})
-                            continue
-                        self._inflight += 1
-                        streams[wire_id] = asyncio.create_task(run(wire_id, frame))
-                    elif kind == "cancel":
-                        stream = streams.get(int(frame["id"]))
-                        if stream is not None:
-                            stream.cancel()
+                        self._gen(conn, frame)
+                    elif kind == "cancel" or kind == "credit":
+                        self._to_stream(conn, frame)
                     elif kind == "ping":
-                        await send({"t": "pong", "ts": frame.get("ts")})
+                        self._queue(conn, {"t": "pong", "ts": frame.get("ts")})
         except (ConnectionError, WorkerProtocolError, asyncio.IncompleteReadError) as exc:
             log.warning("gateway connection dropped: %s", exc)
         except asyncio.CancelledError:
             pass
         finally:
             hb.cancel()
-            for stream in list(streams.values()):
-                stream.cancel()
+            # Nobody reads these streams any more: end them; their slots come back with their done.
+            for stream in list(conn.streams.values()):
+                stream.conn = None
+                self._cancel(stream)
+            conn.streams.clear()
+            self._dirty.discard(conn)
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(hb, *streams.values(), return_exceptions=True)
+                await asyncio.gather(hb, return_exceptions=True)
             writer.close()
             self._conns.discard(task)
 
 
-def _done(wire_id: int, event: FinishEvent) -> dict[str, Any]:
-    frame: dict[str, Any] = {
-        "t": "done",
-        "id": wire_id,
-        "reason": event.reason,
-        "prompt": event.prompt_tokens,
-        "completion": event.completion_tokens,
-        "queue_ms": event.queue_ms,
-    }
-    if event.error:
-        frame["error"] = event.error
-    if event.cached_tokens:
-        frame["cached"] = event.cached_tokens
-    return frame
+def engine_link(spec: EngineSpec, host: str = "auto") -> EngineLink:
+    """The link for ``spec``: ``process`` (an engine host), ``inline``, or ``auto``.
+
+    ``auto`` hosts every engine in its own process except ``synthetic`` and ``openai``,
+    whose steps never block an event loop (docs/architecture.md says why and what it costs).
+    """
+    if host == "auto":
+        host = "inline" if spec.name in INLINE_ENGINES else "process"
+    if host == "inline":
+        return InlineLink(spec.build())
+    if host == "process":
+        return HostLink(spec)
+    raise EngineError(f"unknown engine host {host!r}; choose auto, process or inline")
 
 
-async def serve_worker(engine: Engine, settings: WorkerSettings, *, ready_fd: int | None = None) -> None:
-    """Run a worker until SIGTERM/SIGINT, then drain. Prints the bound address when ready."""
-    await engine.start()
+INLINE_ENGINES = frozenset({"synthetic", "openai"})
+
+
+async def serve_worker(
+    engine: Engine | EngineLink, settings: WorkerSettings, *, ready_fd: int | None = None
+) -> None:
+    """Run a worker until SIGTERM/SIGINT, then drain. Prints the bound address when ready.
+
+    ``engine`` is an ``EngineLink`` (``engine_link``), or a bare ``Engine`` run inline.
+    Raises ``EngineError`` when the engine host is lost (the worker cannot serve then).
+    """
+    link: EngineLink = InlineLink(engine) if isinstance(engine, Engine) else engine
+    server: WorkerServer | None = None
+
+    def relay(frame: dict[str, Any]) -> None:
+        assert server is not None
+        server.on_engine_frame(frame)
+
+    await link.start(relay)
     metrics: WorkerMetrics | None = None
     if settings.metrics_port:
         def load() -> tuple[int, int, int]:
-            current = engine.load()
+            current = link.load()
             return current.active, current.waiting, current.capacity
 
         metrics = WorkerMetrics(load)
-        kv_stats = getattr(engine, "kv_stats", None)
-        if callable(kv_stats):  # an engine that retains KV per conversation (gpu)
+        if link.kv_stats() is not None:  # an engine that retains KV per conversation (gpu)
             from rtserver.metrics import KvRetentionCollector
 
-            metrics.registry.register(KvRetentionCollector(kv_stats))  # type: ignore[arg-type]
+            metrics.registry.register(KvRetentionCollector(link.kv_stats))  # type: ignore[arg-type]
         metrics.serve(settings.metrics_port, settings.metrics_host)
-    server = WorkerServer(engine, settings, metrics)
+    server = WorkerServer(link, settings, metrics)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    log.info("worker %s ready on %s (%s, %s)", settings.name, server.bound, engine.info.engine, engine.info.model_id)
+    info = link.info
+    log.info("worker %s ready on %s (%s, %s, engine in %s)", settings.name, server.bound, info.engine,
+             info.model_id, "a host process" if isinstance(link, HostLink) else "the worker")
     print(f"READY {server.bound}", flush=True)
     if (announce := on_bound.get()) is not None:
         announce(server.bound)
     if ready_fd is not None:
         os.write(ready_fd, f"{server.bound}\n".encode())
         os.close(ready_fd)
-    await stop.wait()
+    stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    waits: list[asyncio.Future[Any]] = [stopping, link.lost]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if link.lost.done():
+        await server.stop(drain=False)
+        await link.close()
+        raise EngineError(f"worker {settings.name}: the engine host is gone ({link.lost.result()})")
     await server.stop(drain=True)
-    await engine.close()
+    await link.close()

@@ -8,9 +8,10 @@ import socket
 
 import pytest
 
-from rtserver.cli import _Announced, port_problem
+from rtserver.cli import port_problem
 from rtserver.engines.base import ChatMessage, FinishEvent, GenerateRequest
 from rtserver.engines.synthetic import SyntheticEngine
+from rtserver.workers.host import start_with_progress
 
 
 def test_a_free_port_has_no_problem_and_port_0_is_never_checked() -> None:
@@ -41,9 +42,9 @@ class _Slow(SyntheticEngine):
 
 
 async def test_engine_start_logs_load_progress_and_the_engine_still_works(caplog: pytest.LogCaptureFixture) -> None:
-    engine = _Announced(_Slow(tokens=3, tokens_per_s=0), every_s=0.01)
+    engine = _Slow(tokens=3, tokens_per_s=0)
     with caplog.at_level(logging.INFO, logger="rtserver"):
-        await engine.start()
+        await start_with_progress(engine, every_s=0.01)
     text = caplog.text
     assert "loading and warming up the synthetic model synthetic" in text
     assert "still loading" in text and "loaded and warmed up in" in text

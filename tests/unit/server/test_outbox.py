@@ -63,3 +63,51 @@ def test_take_nowait_returns_the_oldest_frames_in_order_without_waiting() -> Non
     assert [f["seq"] for f in box.take_nowait(3)] == [0, 1, 2]
     assert [f["seq"] for f in box.take_nowait(10)] == [3, 4]
     assert box.take_nowait(4) == [] and len(box) == 0
+
+
+# ------------------------------------------------------------------ credit (flow control to the worker)
+class _Credit:
+    def __init__(self) -> None:
+        self.acked = 0
+
+    def ack(self, n: int = 1) -> None:
+        self.acked += n
+
+
+def _tok(seq: int) -> dict[str, object]:
+    return {"type": "token", "response_id": "r1", "seq": seq, "text": "x", "stats": {}}
+
+
+async def test_credit_is_paid_when_the_writer_takes_the_frame_not_before() -> None:
+    box, credit = Outbox(100), _Credit()
+    for i in range(3):
+        assert box.put(_tok(i))
+        box.charge(credit)
+    assert credit.acked == 0  # queued, not written: the worker's stream must not run ahead
+    await box.get()
+    await box.get()
+    assert credit.acked == 2
+
+
+async def test_a_merged_frame_pays_for_every_token_merged_into_it() -> None:
+    box, credit = Outbox(4), _Credit()  # merging starts at 2 queued frames
+    for i in range(6):
+        assert box.put(_tok(i))
+        box.charge(credit)
+    assert len(box) == 2
+    while len(box):
+        await box.get()
+    assert credit.acked == 6
+
+
+def test_frames_that_will_never_be_written_are_forgiven() -> None:
+    box, credit = Outbox(100), _Credit()
+    for i in range(5):
+        box.put(_tok(i))
+        box.charge(credit)
+    box.forgive()  # the socket went away: the replay log has the frames
+    assert credit.acked == 5
+    box.closed = True
+    box.put(_tok(5))
+    box.charge(credit)  # a closed outbox queues nothing: paid at once
+    assert credit.acked == 6

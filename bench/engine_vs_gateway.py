@@ -1,0 +1,147 @@
+"""What the server costs on top of its engine: the raw ContinuousBatchingPipeline vs ``rtserver serve``.
+
+    python bench/engine_vs_gateway.py [--conc 16] [--max-tokens 128] [--repeat 2] [--old-root DIR]
+
+Same run, same prompts, greedy, ``--conc`` requests at once, in alternation:
+
+* ``raw``: openvino-genai's ``ContinuousBatchingPipeline`` in this process with the
+  scheduler settings of rtserver's engine (capacity = ``--conc``, the prefill chunk),
+  prompts through the model's chat template; a loop of ``step()`` until every request
+  is done. TTFT = requests added → first token of each.
+* ``gateway``: ``rtserver serve`` (embedded SmolLM2 worker: its engine in an engine
+  host process), ``--conc`` WebSocket clients each sending one message at the same
+  moment. TTFT = message sent → first token frame.
+* ``gateway-old`` (with ``--old-root``): the same with the code of another checkout
+  (e.g. ``git archive`` of the commit before a change), for a before/after.
+
+tokens/s = completion tokens of all requests / wall time from the first request to
+the last ``done``. Results: bench/results/engine_vs_gateway.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import gateway, percentile, table, write_results
+from rtserver.client import Client
+
+TOPICS = ["a lighthouse", "a lost cat", "the moon", "a robot chef", "a dragon", "the sea", "a city at night",
+          "a mountain", "a clock", "a library", "a train", "a garden", "a storm", "a violin", "a desert", "a river"]
+
+
+def prompts(n: int) -> list[str]:
+    return [f"Write a short story about {TOPICS[i % len(TOPICS)]}." for i in range(n)]
+
+
+def run_raw(n: int, max_tokens: int, chunk: int) -> dict[str, Any]:
+    import openvino_genai as og
+
+    from rtserver.engines.models import resolve_model
+
+    sc = og.SchedulerConfig()
+    sc.cache_size = 1
+    sc.enable_prefix_caching = True
+    sc.max_num_seqs = n
+    sc.dynamic_split_fuse = True
+    sc.max_num_batched_tokens = chunk
+    pipe = og.ContinuousBatchingPipeline(str(resolve_model("smollm2-135m")), sc, "CPU", {})
+    tok = pipe.get_tokenizer()
+    gc = og.GenerationConfig()
+    gc.max_new_tokens = max_tokens
+    gc.do_sample = False
+    gc.repetition_penalty = 1.15  # the server's default
+    warm = pipe.add_request(0, tok.apply_chat_template([{"role": "user", "content": "Say hello."}],
+                                                       add_generation_prompt=True), gc)
+    while warm.get_status() == og.GenerationStatus.RUNNING:
+        pipe.step()
+    texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True) for p in prompts(n)]
+    t0 = time.perf_counter()
+    handles = [pipe.add_request(i + 1, t, gc) for i, t in enumerate(texts)]
+    first: dict[int, float] = {}
+    tokens = [0] * n
+    while any(h.get_status() == og.GenerationStatus.RUNNING or h.can_read() for h in handles):
+        pipe.step()
+        now = time.perf_counter()
+        for i, h in enumerate(handles):
+            if h.can_read():
+                for out in h.read().values():
+                    if out.generated_ids:
+                        tokens[i] += len(out.generated_ids)
+                        first.setdefault(i, now)
+    wall = time.perf_counter() - t0
+    ttft = [(first[i] - t0) * 1000 for i in first]
+    return {"tokens": sum(tokens), "wall_s": wall, "tokens_per_s": sum(tokens) / wall,
+            "ttft_ms_p50": statistics.median(ttft), "ttft_ms_p99": percentile(ttft, 0.99)}
+
+
+async def _clients(url: str, n: int) -> dict[str, Any]:
+    clients = [await Client.connect(url) for _ in range(n)]
+    try:
+        for c in clients:  # warm the conversation (hello, session) outside the measurement
+            await c.ask("Say hello.")
+        t0 = time.perf_counter()
+        turns = await asyncio.gather(*(c.ask(p) for c, p in zip(clients, prompts(n), strict=True)))
+        wall = time.perf_counter() - t0
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+    tokens = sum((t.done or {}).get("usage", {}).get("completion_tokens", 0) for t in turns)
+    ttft = [(t.first_token_at - t.sent_at) * 1000 for t in turns if t.first_token_at is not None]
+    errors = sum(len(t.errors) for t in turns)
+    return {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall, "ttft_ms_p50": statistics.median(ttft),
+            "ttft_ms_p99": percentile(ttft, 0.99), "errors": errors}
+
+
+def run_gateway(n: int, max_tokens: int, root: str | None) -> dict[str, Any]:
+    flags = ["--capacity", str(n), "--max-tokens", str(max_tokens), "--temperature", "0", "--system-prompt", "",
+             "--messages-per-second", "1000", "--message-burst", "1000", "--log-level", "warning"]
+    env = {"PYTHONPATH": root} if root else None  # the embedded engine's prefill chunk: its default (256)
+    with gateway(*flags, env=env, timeout=300) as (_, port):
+        return asyncio.run(_clients(f"ws://127.0.0.1:{port}/ws", n))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--conc", type=int, default=16)
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--chunk", type=int, default=256, help="raw pipeline's max_num_batched_tokens")
+    p.add_argument("--old-root", default="", help="a checkout to run as gateway-old")
+    args = p.parse_args()
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for rep in range(args.repeat):
+        targets = ["raw", "gateway"] + (["gateway-old"] if args.old_root else [])
+        for target in targets if rep % 2 == 0 else list(reversed(targets)):
+            if target == "raw":
+                res = run_raw(args.conc, args.max_tokens, args.chunk)
+            else:
+                root = os.path.abspath(args.old_root) if target == "gateway-old" else None
+                res = run_gateway(args.conc, args.max_tokens, root)
+            runs.setdefault(target, []).append(res)
+            print(f"run {rep + 1} {target:12} {res['tokens_per_s']:7.1f} tok/s  TTFT p50 {res['ttft_ms_p50']:7.0f} ms",
+                  flush=True)
+    raw_tps = statistics.median(r["tokens_per_s"] for r in runs["raw"])
+    raw_ttft = statistics.median(r["ttft_ms_p50"] for r in runs["raw"])
+    summary = {}
+    for target, rs in runs.items():
+        tps = statistics.median(r["tokens_per_s"] for r in rs)
+        ttft = statistics.median(r["ttft_ms_p50"] for r in rs)
+        summary[target] = {"tokens_per_s": tps, "ttft_ms_p50": ttft, "of_raw": tps / raw_tps,
+                           "ttft_added_ms": ttft - raw_ttft}
+    print(table(["target", "tok/s (median)", "of raw", "TTFT p50 ms", "TTFT added ms"],
+                [[t, f"{s['tokens_per_s']:.1f}", f"{s['of_raw']:.0%}", f"{s['ttft_ms_p50']:.0f}",
+                  f"{s['ttft_added_ms']:+.0f}"] for t, s in summary.items()]))
+    path = write_results("engine_vs_gateway", {"args": vars(args), "runs": runs, "summary": summary})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Does a long prefill stall a worker? Event-loop lag and the other streams' ITL, side by side.
+
+    python bench/worker_stall.py [--prompt-tokens 2000] [--others 8] [--configs inline:2048 process:2048 process:256]
+
+For each config (``HOST:CHUNK``: ``--engine-host`` and ``--prefill-chunk``) one real
+``rtserver worker --engine openvino`` (the embedded SmolLM2) is started and spoken to on
+its raw wire:
+
+1. ``--others`` greedy streams run (``max_tokens`` large enough to outlast the prefill);
+2. once each has streamed 8 tokens, a ``gen`` with a prompt of about ``--prompt-tokens``
+   tokens (unique per config: no prefix cache) is sent;
+3. meanwhile a ``ping`` goes out every 10 ms and its ``pong`` is timed: the round trip
+   is the worker's event-loop lag plus two loopback hops (the baseline is measured
+   before step 2);
+4. the window ends when the long request's first token (its prefill done) arrives.
+
+Reported per config: pong RTT p50/p99/max during the window, the worker's heartbeat
+gap max, the others' inter-token gap p50 before the window and p99 inside it, and
+the prefill time. Results: bench/results/worker_stall.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import re
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import machine, percentile, popen_python, stop, table, wait_line, write_results
+from rtserver.workers.wire import FrameReader, pack
+
+READY = re.compile(rb"READY (\S+)")
+
+
+def long_prompt(tokens: int) -> str:
+    tag = secrets.token_hex(4)  # a fresh prefix: nothing of it is in the prefix cache
+    n = max(1, tokens // 20)  # about 20 tokens an item
+    return f"[{tag}] " + " ".join(f"Item {i} of list {tag} is a short sentence about nothing much." for i in range(n))
+
+
+async def scenario(address: str, prompt_tokens: int, others: int, other_tokens: int) -> dict[str, Any]:
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    decoder = FrameReader()
+    tok_times: dict[int, list[float]] = {i: [] for i in range(1, others + 1)}
+    pong_rtt: list[tuple[float, float]] = []  # (sent at, rtt)
+    loads: list[float] = []
+    first_long: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+    long_done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    long_id = 1000
+
+    async def read() -> None:
+        while data := await reader.read(65536):
+            now = time.perf_counter()
+            for f in decoder.feed(data):
+                t = f["t"]
+                if t == "tok":
+                    if f["id"] == long_id:
+                        if not first_long.done():
+                            first_long.set_result(now)
+                    else:
+                        tok_times[f["id"]].append(now)
+                elif t == "pong":
+                    pong_rtt.append((f["ts"], now - f["ts"]))
+                elif t == "load":
+                    loads.append(now)
+                elif t == "done" and f["id"] == long_id and not long_done.done():
+                    long_done.set_result(f)
+                elif t == "ready" and not ready.done():
+                    ready.set_result(None)
+
+    async def pinger() -> None:
+        while True:
+            writer.write(pack({"t": "ping", "ts": time.perf_counter()}))
+            await asyncio.sleep(0.01)
+
+    rd = asyncio.create_task(read())
+    await ready
+    for i in range(1, others + 1):
+        writer.write(pack({"t": "gen", "id": i, "rid": f"o{i}", "messages": [["user", f"Count from {i} to 500."]],
+                           "params": {"max_tokens": other_tokens, "temperature": 0.0}}))
+    pg = asyncio.create_task(pinger())
+    while min(len(v) for v in tok_times.values()) < 8:
+        await asyncio.sleep(0.01)
+    before_start = time.perf_counter()
+    await asyncio.sleep(1.5)  # the steady state, for the baseline
+    t0 = time.perf_counter()
+    writer.write(pack({"t": "gen", "id": long_id, "rid": "long",
+                       "messages": [["user", long_prompt(prompt_tokens) + " Summarise the list."]],
+                       "params": {"max_tokens": 4, "temperature": 0.0}}))
+    t1 = await asyncio.wait_for(first_long, 300)
+    done = await asyncio.wait_for(long_done, 60)
+    pg.cancel()
+    for i in range(1, others + 1):
+        writer.write(pack({"t": "cancel", "id": i}))
+    await asyncio.sleep(0.2)
+    rd.cancel()
+    writer.close()
+
+    def gaps(lo: float, hi: float) -> list[float]:
+        out: list[float] = []
+        for times in tok_times.values():
+            inside = [t for t in times if lo <= t <= hi]
+            # the gap that spans into the window counts too: the stream was silent for it
+            prev = [t for t in times if t < lo]
+            if prev and inside:
+                inside = [prev[-1], *inside]
+            out += [(b - a) * 1000 for a, b in itertools.pairwise(inside)]
+            after = [t for t in times if t > hi]
+            if inside and after:
+                out.append((after[0] - inside[-1]) * 1000)
+        return out
+
+    base_rtt = [r * 1000 for s, r in pong_rtt if before_start <= s < t0]
+    win_rtt = [r * 1000 for s, r in pong_rtt if t0 <= s <= t1]
+    win_loads = [t for t in loads if t0 - 1 <= t <= t1 + 1]
+    hb_gap = max((b - a for a, b in itertools.pairwise(win_loads)), default=float("nan")) * 1000
+    itl_before = gaps(before_start, t0)
+    itl_during = gaps(t0, t1)
+    p50_before = percentile(itl_before, 0.5)
+    p99_during = percentile(itl_during, 0.99)
+    return {
+        "prompt_tokens": done.get("prompt"),
+        "prefill_s": t1 - t0,
+        "pong_rtt_ms_baseline_p50": percentile(base_rtt, 0.5),
+        "pong_rtt_ms_p50": percentile(win_rtt, 0.5),
+        "pong_rtt_ms_p99": percentile(win_rtt, 0.99),
+        "pong_rtt_ms_max": max(win_rtt, default=None),
+        "pongs_in_window": len(win_rtt),
+        "heartbeat_gap_ms_max": hb_gap,
+        "itl_ms_p50_before": p50_before,
+        "itl_ms_p50_during": percentile(itl_during, 0.5),
+        "itl_ms_p99_during": p99_during,
+        "itl_p99_during_over_p50_before": (p99_during / p50_before) if p50_before and p99_during else None,
+    }
+
+
+def run_config(host: str, chunk: int, args: argparse.Namespace) -> dict[str, Any]:
+    proc = popen_python(["-m", "rtserver", "worker", "--engine", "openvino", "--listen", "127.0.0.1:0",
+                         "--name", f"stall-{host}-{chunk}", "--capacity", str(args.others + 1),
+                         "--engine-host", host, "--prefill-chunk", str(chunk), "--log-level", "warning"])
+    try:
+        address = wait_line(proc, READY, 300).group(1).decode()
+        result = asyncio.run(scenario(address, args.prompt_tokens, args.others, args.other_tokens))
+    finally:
+        stop(proc)
+    return {"engine_host": host, "prefill_chunk": chunk, **result}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prompt-tokens", type=int, default=2000)
+    p.add_argument("--others", type=int, default=8)
+    p.add_argument("--other-tokens", type=int, default=400)
+    p.add_argument("--configs", nargs="+", default=["inline:2048", "process:2048", "process:256", "process:64"])
+    p.add_argument("--name", default="worker_stall")
+    args = p.parse_args()
+    rows: list[dict[str, Any]] = []
+    for config in args.configs:
+        host, _, chunk = config.partition(":")
+        rows.append(run_config(host, int(chunk), args))
+        print(rows[-1], flush=True)
+
+    def f(v: Any) -> str:
+        return "-" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
+
+    print(table(
+        ["host", "chunk", "prompt tok", "prefill s", "pong p50 ms", "pong p99 ms", "pong max ms", "hb gap max ms",
+         "ITL p50 before", "ITL p99 during", "p99/p50"],
+        [[r["engine_host"], r["prefill_chunk"], r["prompt_tokens"], f(r["prefill_s"]), f(r["pong_rtt_ms_p50"]),
+          f(r["pong_rtt_ms_p99"]), f(r["pong_rtt_ms_max"]), f(r["heartbeat_gap_ms_max"]), f(r["itl_ms_p50_before"]),
+          f(r["itl_ms_p99_during"]), f(r["itl_p99_during_over_p50_before"])] for r in rows],
+    ))
+    path = write_results(args.name, {"machine": machine(), "args": vars(args), "rows": rows})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
