@@ -99,17 +99,19 @@ class Outbox:
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
             self._waiter = None
+        return self._take()
+
+    def take_nowait(self, most: int) -> list[dict[str, Any]]:
+        """Up to ``most`` queued frames, oldest first, without waiting (the writer's batch)."""
+        return [self._take() for _ in range(min(most, len(self._q)))]
+
+    def _take(self) -> dict[str, Any]:
+        """The oldest frame; the credit it owes is paid now, since the writer has it."""
         frame = self._q.popleft()
         if self._owed and (owed := self._owed.pop(id(frame), None)) is not None:
             for credit in owed:
                 credit.ack(1)
         return frame
-
-    def take_nowait(self, most: int) -> list[dict[str, Any]]:
-        """Up to ``most`` queued frames, oldest first, without waiting (the writer's batch)."""
-        q = self._q
-        n = min(most, len(q))
-        return [q.popleft() for _ in range(n)]
 
     def drain_nowait(self) -> list[dict[str, Any]]:
         out = list(self._q)

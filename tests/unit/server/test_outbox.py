@@ -111,3 +111,14 @@ def test_frames_that_will_never_be_written_are_forgiven() -> None:
     box.put(_tok(5))
     box.charge(credit)  # a closed outbox queues nothing: paid at once
     assert credit.acked == 6
+
+
+def test_the_writers_batch_pays_the_credit_of_every_frame_it_takes() -> None:
+    box, credit = Outbox(100), _Credit()
+    for i in range(5):
+        assert box.put(_tok(i))
+        box.charge(credit)
+    assert [f["seq"] for f in box.take_nowait(3)] == [0, 1, 2]
+    assert credit.acked == 3  # a stream written in batches must not stall at its window
+    box.take_nowait(10)
+    assert credit.acked == 5
