@@ -54,7 +54,10 @@ async def _until(what: str, probe: Any) -> Any:
 async def gateway() -> AsyncIterator[Gateway]:
     settings = load_settings(env={}, overrides=dict(
         port=0, embedded_engine="synthetic", model_id="synthetic", embedded_mode="inproc",
-        synthetic_rate=500.0, synthetic_tokens=16))
+        synthetic_rate=500.0, synthetic_tokens=16,
+        # every first message goes to the classifier, however loaded the machine: the panels'
+        # expected decisions below do not depend on the fast-signal fallback (tested in test_batching)
+        classifier_max_wait_ms=60_000.0))
     gw = Gateway(settings)
     async with gw.lifespan():
         yield gw
