@@ -56,8 +56,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from rtserver.codes import ErrorCode
-from rtserver.exceptions import RouteError
+from rtserver.exceptions import InvalidRouteOverride, RouteError
 from rtserver.routing.batching import BatchClassifier, BatchSettings, ClassifierBatcher
 from rtserver.routing.classifier import Classification
 from rtserver.routing.signals import OVERRIDE_KEY, CueLexicon, Signals, extract_signals
@@ -75,12 +74,6 @@ __all__ = [
 
 Decision = Literal["full", "bypass", "reroute", "fast"]
 _MODALITIES = frozenset({"text", "image", "audio", "file"})
-
-
-class InvalidRouteOverride(RouteError, ValueError):
-    """``context["use_case"]`` is not one of the five use cases."""
-
-    code = ErrorCode.INVALID_ROUTE_OVERRIDE
 
 
 class InvalidRouteState(RouteError, ValueError):
