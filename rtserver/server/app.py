@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import websockets
 from websockets.asyncio.server import Server, ServerConnection
@@ -54,12 +54,16 @@ from rtserver.metrics import Metrics, observe_many
 from rtserver.protocol.codec import SUBPROTOCOLS, to_wire
 from rtserver.protocol.frames import Done, Hello, Message, Route, SessionInfo, Usage
 from rtserver.protocol.stats import ResponseClock
+from rtserver.routing.contract import GatewayRouter
 from rtserver.server.connection import Connection
 from rtserver.server.http import serve_http
 from rtserver.server.live import ActiveResponse, LiveSession
 from rtserver.sessions.base import Session, SessionStore, new_resume_token, new_session_id, token_digest
 from rtserver.sessions.writer import SessionWriter
 from rtserver.workers.pool import WorkerHandle, WorkerPool
+
+if TYPE_CHECKING:
+    from rtserver.routing.router import RouteDecision
 
 log = logging.getLogger("rtserver.gateway")
 
@@ -75,7 +79,7 @@ class Gateway:
         *,
         pool: WorkerPool | None = None,
         store: SessionStore | None = None,
-        router: Any = None,
+        router: GatewayRouter | None = None,
     ) -> None:
         self.settings = settings
         self.limits = settings.limits()
@@ -83,7 +87,7 @@ class Gateway:
         self.web_root = Path(settings.web_root) if settings.web_root else WEB_ROOT
         self.pool = pool or WorkerPool()
         self.store: SessionStore | None = store
-        self.router = router
+        self.router: GatewayRouter | None = router
         self.writer: SessionWriter | None = None
         self.live: dict[str, LiveSession] = {}
         self.server: Server | None = None
@@ -168,7 +172,7 @@ class Gateway:
         self.metrics.store_up.set(1 if await store.healthy() else 0)
         return store
 
-    def _open_router(self) -> Any:
+    def _open_router(self) -> GatewayRouter:
         from rtserver.routing.batching import batch_settings
         from rtserver.routing.classifier import IntentClassifier
         from rtserver.routing.router import Router
@@ -652,6 +656,7 @@ class Gateway:
         use_case = "?"
         try:
             kinds = [a.kind for a in msg.attachments]
+            assert self.router is not None
             decision = await self.router.route(live.route, msg.text, kinds, msg.context)
             clock.route_ms = decision.route_ms
             clock.decision = decision.decision
@@ -711,7 +716,7 @@ class Gateway:
         finally:
             self._finish(live, resp, reason, usage, clock, use_case, model)
 
-    def _count_decision(self, session: Session, decision: Any) -> None:
+    def _count_decision(self, session: Session, decision: RouteDecision) -> None:
         m = self.metrics
         m.decisions.labels(decision.decision, decision.use_case).inc()
         m.route_seconds.labels(decision.decision).observe(decision.route_ms / 1000.0)

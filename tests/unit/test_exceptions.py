@@ -7,7 +7,6 @@ its close table's meaning; the test looks up both numbers in docs/protocol.md.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
