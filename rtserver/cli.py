@@ -10,21 +10,13 @@ from collections.abc import Sequence
 from rtserver import __version__
 from rtserver.config import add_arguments, settings_from_args
 from rtserver.exceptions import ConfigError, RtServerError
+from rtserver.runner import run_uvloop
 
 
 def _setup_logging(level: str, as_json: bool) -> None:
     from rtserver.logs import configure
 
     configure(level, as_json)
-
-
-def _run(coro: object) -> None:
-    try:
-        import uvloop
-
-        uvloop.run(coro)  # type: ignore[arg-type]
-    except ImportError:  # pragma: no cover
-        asyncio.run(coro)  # type: ignore[arg-type]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -36,7 +28,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return asyncio.run(serve_processes(settings))
     from rtserver.server.app import run_gateway
 
-    _run(run_gateway(settings))
+    run_uvloop(run_gateway(settings))
     return 0
 
 
@@ -74,7 +66,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         else:
             await serve_worker(engine, settings)
 
-    _run(main())
+    run_uvloop(main())
     return 0
 
 
