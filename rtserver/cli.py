@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from rtserver import __version__
 from rtserver.config import add_arguments, settings_from_args
+from rtserver.engines import synthetic
 from rtserver.exceptions import ConfigError, RtServerError
 from rtserver.runner import run_uvloop
 
@@ -125,8 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--key-prefix", default="rt", help="Redis key prefix")
     worker.add_argument("--base-url", default="", help="openai engine: server URL, e.g. http://127.0.0.1:8080/v1")
     worker.add_argument("--api-key", default="", help="openai engine: API key")
-    worker.add_argument("--synthetic-tokens", type=int, default=32, help="synthetic engine: tokens per response")
-    worker.add_argument("--synthetic-rate", type=float, default=50.0, help="synthetic engine: tokens/s per stream")
+    worker.add_argument("--synthetic-tokens", type=int, default=synthetic.DEFAULT_TOKENS,
+                        help="synthetic engine: tokens per response")
+    worker.add_argument("--synthetic-rate", type=float, default=synthetic.DEFAULT_TOKENS_PER_S,
+                        help="synthetic engine: tokens/s per stream (0: unpaced)")
     worker.add_argument("--synthetic-first-token-ms", type=float, default=0.0,
                         help="synthetic engine: delay before the first token")
     worker.add_argument("--modalities", default="text", help="openai engine: what the model takes, e.g. text,image")

@@ -69,7 +69,6 @@ class TransformersEngine:
         max_batch_tokens: int | None = None,
         compile_level: int = 0,
         warm_up: bool = True,
-        **_ignored: Any,
     ) -> None:
         """``model`` is a local Hugging Face folder (config, weights, tokenizer with a chat template)."""
         self._path = model

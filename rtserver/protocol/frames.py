@@ -176,7 +176,7 @@ ServerFrame: TypeAlias = SessionInfo | Route | Token | Done | Error | Pong | Ref
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Client-visible limits, echoed in the ``session`` frame."""
+    """Client-visible limits, echoed in the ``session`` frame; these defaults are the settings' defaults."""
 
     max_frame_bytes: int = 8 * 1024 * 1024
     max_text_chars: int = 16_000
@@ -185,7 +185,7 @@ class Limits:
     max_context_bytes: int = 4096
     max_id_chars: int = 128
     messages_per_second: float = 5.0
-    message_burst: int = 10
+    message_burst: int = 20
 
     def as_wire(self) -> dict[str, int]:
         return {
