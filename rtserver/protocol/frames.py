@@ -102,11 +102,23 @@ class TokenStats:
 
 
 @dataclass(frozen=True, slots=True)
+class Seam:
+    """On the first token after a worker switch: the worker that took over, and why."""
+
+    worker: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Token:
+    """``seq_last``: the last seq a merged (coalesced) frame covers; ``seam``: see ``Seam``."""
+
     response_id: str
     seq: int
     text: str
     stats: TokenStats
+    seq_last: int | None = None
+    seam: Seam | None = None
     type: Literal["token"] = "token"
 
 
@@ -145,6 +157,7 @@ class Error:
     retryable: bool
     ref: str | None = None
     fatal: bool = False
+    response_id: str | None = None
     type: Literal["error"] = "error"
 
 
@@ -202,5 +215,5 @@ class Limits:
 __all__ = [
     "Attachment", "AttachmentKind", "Cancel", "ClientFrame", "Decision", "Done", "DoneStats",
     "Error", "FinishReason", "Hello", "Limits", "Message", "Ping", "Pong", "Refresh", "Refreshed", "Route",
-    "ServerFrame", "SessionInfo", "Token", "TokenExpiring", "TokenStats", "Usage",
+    "Seam", "ServerFrame", "SessionInfo", "Token", "TokenExpiring", "TokenStats", "Usage",
 ]

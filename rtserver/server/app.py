@@ -51,7 +51,7 @@ from rtserver.exceptions import (
     WorkerOverloaded,
 )
 from rtserver.metrics import Metrics, observe_many
-from rtserver.protocol.codec import SUBPROTOCOLS, to_wire
+from rtserver.protocol.codec import SUBPROTOCOLS, to_wire, token_values
 from rtserver.protocol.frames import Done, Hello, Message, Route, SessionInfo, Usage
 from rtserver.protocol.stats import ResponseClock
 from rtserver.routing.contract import GatewayRouter
@@ -761,10 +761,8 @@ class Gateway:
         self.metrics.errors.labels(exc.code.wire).inc()
         from rtserver.protocol.codec import error_frame
 
-        frame = to_wire(error_frame(exc.code, exc.message, ref=ref or exc.ref))
-        if live.response is not None and live.response.routed:
-            frame["response_id"] = live.response.response_id
-        live.emit(frame)
+        routed = live.response.response_id if live.response is not None and live.response.routed else None
+        live.emit(to_wire(error_frame(exc.code, exc.message, ref=ref or exc.ref, response_id=routed)))
 
     def _prompt(self, session: Session) -> tuple[ChatMessage, ...]:
         budget = int(self.settings.history_max_tokens * _CHARS_PER_TOKEN)
@@ -808,13 +806,9 @@ class Gateway:
                             if ev.queue_ms is not None and clock.first_token_at is None:
                                 clock.queue_ms = gateway_queue_ms + ev.queue_ms
                             stats = clock.stamp(now)
-                            frame = {
-                                "type": "token", "response_id": resp.response_id, "seq": resp.next_seq,
-                                "text": ev.text, "stats": stats,
-                            }
-                            if seam is not None:  # first token from the worker that took over
-                                frame["seam"] = seam
-                                seam = None
+                            # seam: on the first token from the worker that took over
+                            frame = token_values(resp.response_id, resp.next_seq, ev.text, stats, seam)
+                            seam = None
                             produced += ev.tokens
                             resp.next_seq += 1
                             parts.append(ev.text)
