@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from rtserver.runner import run_uvloop as run_uvloop  # the bench scripts import it from here
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 READY = re.compile(rb"rtserver ready on http://[^:]+:(\d+)/")
@@ -202,17 +204,6 @@ def read_json_line(proc: subprocess.Popen[bytes], timeout: float) -> Any:
     if not lines:
         raise RuntimeError(f"no JSON result from {proc.args!r} (rc {proc.returncode})")
     return orjson.loads(lines[-1])
-
-
-def run_uvloop(coro: Any) -> Any:
-    try:
-        import uvloop
-
-        return uvloop.run(coro)
-    except ImportError:  # pragma: no cover
-        import asyncio
-
-        return asyncio.run(coro)
 
 
 def sys_path_root() -> None:

@@ -14,8 +14,9 @@ from pathlib import Path
 import orjson
 
 from loadtest.report import format_table, healthy
-from loadtest.runner import LoadConfig, LoadRun, RunParts, run_coroutine
+from loadtest.runner import LoadConfig, LoadRun, RunParts
 from loadtest.scenario import builtin_names
+from rtserver.runner import run_uvloop
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             parts = run_processes(cfg, args.processes, progress)
         else:
-            parts = run_coroutine(run.run_parts(progress))
+            parts = run_uvloop(run.run_parts(progress))
     except KeyboardInterrupt:
         return 130
     report = parts.report(cfg, [s.name for s in run.scenarios])

@@ -16,14 +16,15 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import TextIO
 
-from loadtest.runner import LoadConfig, LoadRun, RunParts, run_coroutine
+from loadtest.runner import LoadConfig, LoadRun, RunParts
+from rtserver.runner import run_uvloop
 
 #: Time allowed for the client processes to start before the shared start time.
 START_DELAY_S = 2.0
 
 
 def _play(cfg: LoadConfig) -> RunParts:
-    parts: RunParts = run_coroutine(LoadRun(cfg).run_parts(None))
+    parts: RunParts = run_uvloop(LoadRun(cfg).run_parts(None))
     return parts
 
 

@@ -271,14 +271,5 @@ def _failure_name(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def run_coroutine(coro: Any) -> Any:
-    """Run ``coro`` on uvloop when it is installed, else on asyncio's loop."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        return asyncio.run(coro)
-    return uvloop.run(coro)
-
-
 async def run_load(config: LoadConfig, progress: TextIO | None = sys.stderr) -> dict[str, Any]:
     return await LoadRun(config).run(progress)

@@ -34,8 +34,7 @@ import jwt.warnings
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from rtserver.codes import ErrorCode
-from rtserver.exceptions import ConfigError, RtServerError, Unauthorized
+from rtserver.exceptions import AuthUnavailable, ConfigError, Unauthorized
 
 if TYPE_CHECKING:
     from rtserver.config import Settings
@@ -45,12 +44,6 @@ log = logging.getLogger("rtserver.auth")
 # A short HS256 secret is reported once at start (from_settings), not on every token.
 warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
 _MAX_JWKS_BYTES = 1 << 20
-
-
-class AuthUnavailable(RtServerError, ConnectionError):
-    """The identity provider's signing keys could not be fetched (retryable)."""
-
-    code = ErrorCode.AUTH_UNAVAILABLE
 
 
 @dataclass(frozen=True, slots=True)

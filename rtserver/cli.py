@@ -12,7 +12,9 @@ from collections.abc import Sequence
 
 from rtserver import __version__
 from rtserver.config import add_arguments, settings_from_args
+from rtserver.engines import synthetic
 from rtserver.exceptions import ConfigError, RtServerError
+from rtserver.runner import run_uvloop
 
 log = logging.getLogger("rtserver")
 
@@ -21,15 +23,6 @@ def _setup_logging(level: str, as_json: bool) -> None:
     from rtserver.logs import configure
 
     configure(level, as_json)
-
-
-def _run(coro: object) -> None:
-    try:
-        import uvloop
-
-        uvloop.run(coro)  # type: ignore[arg-type]
-    except ImportError:  # pragma: no cover
-        asyncio.run(coro)  # type: ignore[arg-type]
 
 
 def port_problem(host: str, port: int) -> str | None:
@@ -83,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.info("starting: model %s on openvino (the first start fetches it), then http://%s:%s/",
                  settings.model, settings.host, settings.port)
     try:
-        _run(run_gateway(settings))
+        run_uvloop(run_gateway(settings))
     except OSError as exc:  # lost the port between the check and the bind
         if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
             raise
@@ -128,7 +121,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         else:
             await serve_worker(engine, settings)
 
-    _run(main())
+    run_uvloop(main())
     return 0
 
 
@@ -188,8 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--key-prefix", default="rt", help="Redis key prefix")
     worker.add_argument("--base-url", default="", help="openai engine: server URL, e.g. http://127.0.0.1:8080/v1")
     worker.add_argument("--api-key", default="", help="openai engine: API key")
-    worker.add_argument("--synthetic-tokens", type=int, default=32, help="synthetic engine: tokens per response")
-    worker.add_argument("--synthetic-rate", type=float, default=50.0, help="synthetic engine: tokens/s per stream")
+    worker.add_argument("--synthetic-tokens", type=int, default=synthetic.DEFAULT_TOKENS,
+                        help="synthetic engine: tokens per response")
+    worker.add_argument("--synthetic-rate", type=float, default=synthetic.DEFAULT_TOKENS_PER_S,
+                        help="synthetic engine: tokens/s per stream (0: unpaced)")
     worker.add_argument("--synthetic-first-token-ms", type=float, default=0.0,
                         help="synthetic engine: delay before the first token")
     worker.add_argument("--modalities", default="text", help="openai engine: what the model takes, e.g. text,image")

@@ -217,7 +217,7 @@ def collect(turn: Turn, frame: dict[str, Any], now: float) -> None:
 
 # ---------------------------------------------------------------------------- resilient
 _AUTH_CLOSES = frozenset({4001, 4005})  # unauthorized, token expired: new token, reconnect
-_FINAL_CLOSES = frozenset({1008, 4004})  # policy, origin: retrying cannot help
+_FINAL_CLOSES = frozenset({4004})  # origin not allowed: retrying cannot help
 _MAX_AUTH_FAILURES = 3
 _RESUME_ERRORS = frozenset({"session_not_found", "session_expired", "unauthorized", "store_unavailable"})
 

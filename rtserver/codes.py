@@ -6,8 +6,9 @@ and their number (``status``). Ranges:
 * 1000-1999: the client's request was wrong; repeating it unchanged fails again.
 * 2000-2999: a transient condition; the client may retry (``retryable: true``).
 
-``CloseCode`` values close the WebSocket. The 4000 range is ours; 1008, 1009,
-1011 and 1012 are the RFC 6455 codes used with their standard meaning.
+``CloseCode`` values close the WebSocket. The 4000 range is ours; 1000, 1001, 1009,
+1011, 1012 and 1013 are the RFC 6455 codes used with their standard meaning. The
+server never closes with 1008 (policy violation): a refusal says why with a 4xxx code.
 """
 
 from __future__ import annotations

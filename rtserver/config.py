@@ -26,11 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rtserver.engines import synthetic
 from rtserver.engines.models import DEFAULT_MODEL, SMOLLM2_CARD, card_for
 from rtserver.exceptions import ConfigError
 from rtserver.protocol.frames import Limits
+from rtserver.routing.usecases import USE_CASES
 
-USE_CASES = ("chat", "agent", "creative", "multimodal", "reasoning")
+_LIMITS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Limits)}  # one source: protocol.frames.Limits
 
 
 def _f(default: Any, doc: str, **kw: Any) -> Any:
@@ -49,13 +51,14 @@ class Settings:
     log_level: str = _f("info", "debug, info, warning or error")
     log_content: bool = _f(False, "include message text in debug logs (off: no user content in logs)")
     # --- protocol limits
-    max_frame_bytes: int = _f(8 * 1024 * 1024, "largest WebSocket frame accepted")
-    max_text_chars: int = _f(16_000, "longest message text")
-    max_attachments: int = _f(4, "attachments per message")
-    max_attachment_bytes: int = _f(5 * 1024 * 1024, "decoded bytes per attachment")
-    max_context_bytes: int = _f(4096, "JSON size of a message's context object")
-    messages_per_second: float = _f(5.0, "sustained client frames per second per connection (token bucket)")
-    message_burst: int = _f(20, "token bucket burst")
+    max_frame_bytes: int = _f(_LIMITS["max_frame_bytes"], "largest WebSocket frame accepted")
+    max_text_chars: int = _f(_LIMITS["max_text_chars"], "longest message text")
+    max_attachments: int = _f(_LIMITS["max_attachments"], "attachments per message")
+    max_attachment_bytes: int = _f(_LIMITS["max_attachment_bytes"], "decoded bytes per attachment")
+    max_context_bytes: int = _f(_LIMITS["max_context_bytes"], "JSON size of a message's context object")
+    messages_per_second: float = _f(_LIMITS["messages_per_second"],
+                                    "sustained client frames per second per connection (token bucket)")
+    message_burst: int = _f(_LIMITS["message_burst"], "token bucket burst")
     max_errors: int = _f(50, "error frames before the connection is closed with 4009")
     outbox_frames: int = _f(512, "frames queued per connection before it is treated as a slow consumer")
     slow_consumer_timeout_s: float = _f(5.0, "a socket backed up this long without a completed write is closed (4008)")
@@ -86,8 +89,8 @@ class Settings:
     model: str = _f(DEFAULT_MODEL, "model of the embedded worker (a known name or a path)")
     model_id: str = _f("smollm2-135m", "model id the embedded worker reports")
     capacity: int = _f(16, "concurrent sequences of the embedded worker")
-    synthetic_tokens: int = _f(32, "synthetic engine: tokens per response")
-    synthetic_rate: float = _f(200.0, "synthetic engine: tokens per second per stream (0: unpaced)")
+    synthetic_tokens: int = _f(synthetic.DEFAULT_TOKENS, "synthetic engine: tokens per response")
+    synthetic_rate: float = _f(synthetic.DEFAULT_TOKENS_PER_S, "synthetic engine: tokens per second per stream (0: unpaced)")
     heartbeat_timeout_s: float = _f(3.0, "a worker silent this long is treated as hung")
     worker_retry_s: float = _f(10.0, "how long a message waits for a worker to come back")
     # --- generation

@@ -1,41 +1,75 @@
 """The rtserver exception tree.
 
+Each class carries the wire code a client sees (``code``, an :class:`ErrorCode`) and,
+where the error ends the socket, the close code (``close``, a :class:`CloseCode`), as
+class attributes. Nothing sets a code on an instance, with one exception: a
+``ProtocolError`` names the frame rule that failed (the 1001-1014 codes), given when it
+is raised. ``message`` is what the error frame says and ``ref`` the client frame id it
+answers.
+
 ::
 
-    RtServerError
-    ├── ConfigError(RtServerError, ValueError)
-    ├── ProtocolError                 carries an ErrorCode; answered with an error frame
-    │   └── FrameTooLarge
+    RtServerError                          internal (2099)
+    ├── ConfigError(.., ValueError)        start-up only; never reaches a client
+    ├── ProtocolError                      a client frame was rejected: its rule's code (1001-1014)
+    │   └── FrameTooLarge                  frame_too_large (1010)
+    ├── AttachmentUnsupported              attachment_unsupported (1012); the text is still answered
+    ├── RateLimited                        rate_limited (2002); the frame is dropped
+    ├── Refused                            refused at connect: fatal error frame, then a close
+    │   ├── OriginNotAllowed               origin_not_allowed (1104), close 4004
+    │   └── TooManyConnections             rate_limited (2002), close 4029
+    ├── Draining                           overloaded (2005): the server is shutting down
+    ├── InternalError                      internal (2099): a server bug, or a generation that failed
     ├── SessionError
-    │   ├── SessionNotFound(SessionError, KeyError)
-    │   ├── SessionExpired
-    │   └── Unauthorized(SessionError, PermissionError)
-    │       └── TokenExpired        a live socket's token expired without a refresh
-    ├── StoreError
-    │   ├── StoreUnavailable(StoreError, ConnectionError)
-    │   └── StoreTimeout(StoreError, TimeoutError)
-    ├── WorkerError
+    │   ├── SessionNotFound(.., KeyError)  session_not_found (1102)
+    │   ├── SessionExpired                 session_expired (1103)
+    │   ├── RecoveryImpossible             recovery_impossible (1105)
+    │   └── Unauthorized(.., PermissionError)   unauthorized (1101), close 4001
+    │       └── TokenExpired               token_expired (1106), close 4005
+    ├── StoreError                         store_unavailable (2006)
+    │   ├── StoreUnavailable(.., ConnectionError)
+    │   └── StoreTimeout(.., TimeoutError)
+    ├── WorkerError                        worker_unavailable (2003)
     │   ├── NoWorkerAvailable
-    │   ├── WorkerLost(WorkerError, ConnectionError)
+    │   ├── WorkerLost(.., ConnectionError)     worker_lost (2004)
+    │   ├── WorkerOverloaded               overloaded (2005): the worker's queue is full
     │   └── WorkerProtocolError
     ├── EngineError
-    │   └── ModelNotFound(EngineError, FileNotFoundError)
-    ├── AuthUnavailable(RtServerError, ConnectionError)   (defined in rtserver.auth)
-    └── RouteError
-        └── InvalidRouteOverride(RouteError, ValueError)   (defined in rtserver.routing.router)
+    │   └── ModelNotFound(.., FileNotFoundError)
+    ├── AuthUnavailable(.., ConnectionError)    auth_unavailable (2007), close 1013
+    └── RouteError                         internal (2099): a routing bug
+        ├── InvalidRouteOverride(.., ValueError)  invalid_route_override (1011)
+        ├── InvalidRouteState(.., ValueError)     (defined in rtserver.routing.router)
+        └── ModelArtifactError(.., ValueError)    (defined in rtserver.routing.classifier)
 
-Every exception that can reach a client maps to one ``ErrorCode`` via ``.code``.
+The codes are those of the tables in docs/protocol.md (tests/unit/test_exceptions.py
+checks them against the document).
 """
 
 from __future__ import annotations
 
-from rtserver.codes import ErrorCode
+from typing import ClassVar
+
+from rtserver.codes import CloseCode, ErrorCode
 
 
 class RtServerError(Exception):
     """Root of every exception rtserver raises on purpose."""
 
     code: ErrorCode = ErrorCode.INTERNAL
+    close: ClassVar[CloseCode | None] = None
+
+    def __init__(self, message: str = "", *, ref: str | None = None) -> None:
+        if message:
+            super().__init__(message)
+        else:
+            super().__init__()
+        self.ref = ref
+
+    @property
+    def message(self) -> str:
+        """The error frame's ``message``: the text raised with, else the code's name."""
+        return str(self) or self.code.wire
 
 
 class ConfigError(RtServerError, ValueError):
@@ -43,18 +77,54 @@ class ConfigError(RtServerError, ValueError):
 
 
 class ProtocolError(RtServerError):
-    """A client frame was rejected. ``ref`` is the client frame id it answers."""
+    """A client frame was rejected by the rule whose code is ``code``; ``ref`` is the client frame id it answers."""
 
     def __init__(self, code: ErrorCode, message: str, *, ref: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, ref=ref)
         self.code = code
-        self.message = message
-        self.ref = ref
 
 
 class FrameTooLarge(ProtocolError):
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(ErrorCode.FRAME_TOO_LARGE, f"frame of {size} bytes exceeds {limit}")
+
+
+class AttachmentUnsupported(RtServerError):
+    """The routed model cannot take an attachment's kind; the text is answered without it."""
+
+    code = ErrorCode.ATTACHMENT_UNSUPPORTED
+
+
+class RateLimited(RtServerError):
+    """Frames over ``messages_per_second``; the frame is dropped, the socket stays."""
+
+    code = ErrorCode.RATE_LIMITED
+
+
+class Refused(RtServerError):
+    """A connection refused at connect time: a fatal error frame, then ``close``."""
+
+
+class OriginNotAllowed(Refused):
+    code = ErrorCode.ORIGIN_NOT_ALLOWED
+    close = CloseCode.ORIGIN_NOT_ALLOWED
+
+
+class TooManyConnections(Refused):
+    code = ErrorCode.RATE_LIMITED
+    close = CloseCode.RATE_LIMITED
+
+
+class Draining(RtServerError):
+    """The server is shutting down and takes no new message; reconnect to resume."""
+
+    code = ErrorCode.OVERLOADED
+
+
+class InternalError(RtServerError):
+    """A server bug, or a generation the worker reported as failed."""
+
+    code = ErrorCode.INTERNAL
 
 
 class SessionError(RtServerError):
@@ -72,12 +142,20 @@ class SessionExpired(SessionError):
     code = ErrorCode.SESSION_EXPIRED
 
 
+class RecoveryImpossible(SessionError):
+    """The frames a resume asked for are no longer kept."""
+
+    code = ErrorCode.RECOVERY_IMPOSSIBLE
+
+
 class Unauthorized(SessionError, PermissionError):
     code = ErrorCode.UNAUTHORIZED
+    close = CloseCode.UNAUTHORIZED
 
 
 class TokenExpired(Unauthorized):
     code = ErrorCode.TOKEN_EXPIRED
+    close = CloseCode.TOKEN_EXPIRED
 
 
 class StoreError(RtServerError):
@@ -104,6 +182,12 @@ class WorkerLost(WorkerError, ConnectionError):
     code = ErrorCode.WORKER_LOST
 
 
+class WorkerOverloaded(WorkerError):
+    """The worker's queue is full, or it is draining and no other worker took the request."""
+
+    code = ErrorCode.OVERLOADED
+
+
 class WorkerProtocolError(WorkerError):
     pass
 
@@ -116,5 +200,18 @@ class ModelNotFound(EngineError, FileNotFoundError):
     pass
 
 
+class AuthUnavailable(RtServerError, ConnectionError):
+    """The identity provider's signing keys could not be fetched (retryable)."""
+
+    code = ErrorCode.AUTH_UNAVAILABLE
+    close = CloseCode.TRY_AGAIN_LATER
+
+
 class RouteError(RtServerError):
     pass
+
+
+class InvalidRouteOverride(RouteError, ValueError):
+    """``context["use_case"]`` is not one of the five use cases."""
+
+    code = ErrorCode.INVALID_ROUTE_OVERRIDE

@@ -16,7 +16,7 @@
   const BACKOFF_CAP_MS = 15000;
   const KEPT_MESSAGES = 60;
   const RESUME_ERRORS = new Set(['session_not_found', 'session_expired', 'unauthorized']);
-  const NO_RETRY_CLOSES = new Set([1008, 4001, 4004, 4005]); // 4001/4005 are retried when auth is a function
+  const NO_RETRY_CLOSES = new Set([4001, 4004, 4005]); // 4001/4005 are retried when auth is a function
   const AUTH_CLOSES = new Set([4001, 4005]);
 
   // >>> rtclient: generated from clients/js/src/index.js by clients/js/scripts/inline.mjs; edit the source, not this copy
@@ -39,7 +39,7 @@ const VERSION = '0.1.0';
 
 const BACKOFF = { baseMs: 500, capMs: 15000 };
 const AUTH_CLOSES = new Set([4001, 4005]); // unauthorized, token expired: get a new token, reconnect
-const FINAL_CLOSES = new Set([1008, 4004]); // policy, origin: retrying cannot help
+const FINAL_CLOSES = new Set([4004]); // origin not allowed: retrying cannot help
 const MAX_AUTH_FAILURES = 3; // consecutive 4001 closes before giving up
 const RESUME_ERRORS = new Set(['session_not_found', 'session_expired', 'unauthorized', 'store_unavailable']);
 

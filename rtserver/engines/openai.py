@@ -57,7 +57,6 @@ class OpenAIEngine:
         connect_timeout_s: float = 10.0,
         read_timeout_s: float = 120.0,
         start_timeout_s: float = 60.0,
-        **_ignored: Any,
     ) -> None:
         """``model`` is the server's model name; ``model_id`` what gateways route on (default ``model``)."""
         mods = {m.strip() for m in (modalities.split(",") if isinstance(modalities, str) else modalities)}

@@ -1,42 +1,62 @@
-"""Build an engine by name. Imports are lazy: a gateway never imports torch or OpenVINO."""
+"""Build an engine by name. Imports are lazy: a gateway never imports torch or OpenVINO.
+
+Options are checked against the chosen engine's constructor: a misspelt or foreign
+option is a ``ConfigError``, never silently dropped. The ``synthetic_*`` options are
+the one exception: the worker CLI always passes them, and engines other than
+``synthetic`` leave them out.
+"""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from rtserver.engines.base import Engine
 from rtserver.exceptions import ConfigError
 
 ENGINES = ("openvino", "transformers", "gpu", "openai", "synthetic")
+SYNTHETIC_OPTIONS = ("synthetic_tokens", "synthetic_rate", "synthetic_first_token_ms")
 
 
 def create_engine(name: str, *, model: str, model_id: str | None = None, capacity: int = 16, **opts: Any) -> Engine:
-    if name == "openvino":
-        from rtserver.engines.openvino import OpenVinoEngine
-
-        if opts.get("prefill_chunk"):
-            return OpenVinoEngine(model, model_id=model_id, capacity=capacity, prefill_chunk=int(opts["prefill_chunk"]))
-        return OpenVinoEngine(model, model_id=model_id, capacity=capacity)
     if name == "synthetic":
-        from rtserver.engines.synthetic import SyntheticEngine
+        from rtserver.engines import synthetic
 
-        return SyntheticEngine(
+        _check(name, opts, SYNTHETIC_OPTIONS)
+        return synthetic.SyntheticEngine(
             model_id=model_id or "synthetic",
-            tokens=int(opts.get("synthetic_tokens", 32)),
-            tokens_per_s=float(opts.get("synthetic_rate", 50.0)),
+            tokens=int(opts.get("synthetic_tokens", synthetic.DEFAULT_TOKENS)),
+            tokens_per_s=float(opts.get("synthetic_rate", synthetic.DEFAULT_TOKENS_PER_S)),
             first_token_ms=float(opts.get("synthetic_first_token_ms", 0.0)),
             capacity=max(capacity, 1024),
         )
-    if name == "transformers":
+    opts = {k: v for k, v in opts.items() if k not in SYNTHETIC_OPTIONS}
+    cls: Any
+    if name == "openvino":
+        from rtserver.engines.openvino import OpenVinoEngine
+
+        cls = OpenVinoEngine
+    elif name == "transformers":
         from rtserver.engines.transformers import TransformersEngine  # type: ignore[import-not-found,unused-ignore]
 
-        return TransformersEngine(model, model_id=model_id, capacity=capacity, **opts)  # type: ignore[no-any-return,unused-ignore]
-    if name == "gpu":
+        cls = TransformersEngine
+    elif name == "gpu":
         from rtserver.engines.gpu.engine import GpuEngine  # type: ignore[import-not-found,unused-ignore]
 
-        return GpuEngine(model, model_id=model_id, capacity=capacity, **opts)  # type: ignore[no-any-return,unused-ignore]
-    if name == "openai":
+        cls = GpuEngine
+    elif name == "openai":
         from rtserver.engines.openai import OpenAIEngine  # type: ignore[import-not-found,unused-ignore]
 
-        return OpenAIEngine(model, model_id=model_id, capacity=capacity, **opts)  # type: ignore[no-any-return,unused-ignore]
-    raise ConfigError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+        cls = OpenAIEngine
+    else:
+        raise ConfigError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+    params = inspect.signature(cls).parameters
+    _check(name, opts, [p for p in params if p not in ("model", "model_id", "capacity")])
+    engine: Engine = cls(model, model_id=model_id, capacity=capacity, **opts)
+    return engine
+
+
+def _check(name: str, opts: dict[str, Any], known: Any) -> None:
+    unknown = sorted(set(opts) - set(known))
+    if unknown:
+        raise ConfigError(f"the {name} engine takes no option {', '.join(unknown)}; it takes {', '.join(known) or 'none'}")

@@ -23,13 +23,18 @@ from rtserver.engines.base import (
 _WORDS = ("lorem ", "ipsum ", "dolor ", "sit ", "amet ", "consectetur ", "adipiscing ", "elit ")
 
 
+#: The one source of the synthetic engine's defaults (gateway settings, worker flags, registry).
+DEFAULT_TOKENS_PER_S = 200.0
+DEFAULT_TOKENS = 32
+
+
 class SyntheticEngine:
     def __init__(
         self,
         *,
         model_id: str = "synthetic",
-        tokens_per_s: float = 50.0,
-        tokens: int = 32,
+        tokens_per_s: float = DEFAULT_TOKENS_PER_S,
+        tokens: int = DEFAULT_TOKENS,
         first_token_ms: float = 0.0,
         capacity: int = 1024,
     ) -> None:

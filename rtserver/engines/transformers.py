@@ -70,7 +70,6 @@ class TransformersEngine:
         compile_level: int = 0,
         warm_up: bool = True,
         prefill_chunk: int | None = None,
-        **_ignored: Any,
     ) -> None:
         """``model`` is a local Hugging Face folder (config, weights, tokenizer with a chat template).
 

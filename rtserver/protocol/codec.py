@@ -233,7 +233,7 @@ def to_wire(frame: ServerFrame) -> dict[str, Any]:
     """Plain values for one server frame (the same for both encodings)."""
     if isinstance(frame, Token):
         s = frame.stats
-        return {
+        token: dict[str, Any] = {
             "type": "token",
             "response_id": frame.response_id,
             "seq": frame.seq,
@@ -246,6 +246,11 @@ def to_wire(frame: ServerFrame) -> dict[str, Any]:
                 "elapsed_ms": s.elapsed_ms,
             },
         }
+        if frame.seq_last is not None:
+            token["seq_last"] = frame.seq_last
+        if frame.seam is not None:
+            token["seam"] = {"worker": frame.seam.worker, "reason": frame.seam.reason}
+        return token
     if isinstance(frame, Route):
         return {
             "type": "route",
@@ -291,6 +296,8 @@ def to_wire(frame: ServerFrame) -> dict[str, Any]:
         }
         if frame.ref is not None:
             out["ref"] = frame.ref
+        if frame.response_id is not None:
+            out["response_id"] = frame.response_id
         return out
     if isinstance(frame, SessionInfo):
         return {
@@ -327,8 +334,26 @@ def encode_payload(values: Mapping[str, Any], encoding: Encoding) -> bytes:
     return msgpack.packb(values, use_bin_type=True)  # type: ignore[no-any-return]
 
 
-def error_frame(code: ErrorCode, message: str, *, ref: str | None = None, fatal: bool = False) -> Error:
-    return Error(code=code.wire, status=int(code), message=message, retryable=code.retryable, ref=ref, fatal=fatal)
+def error_frame(
+    code: ErrorCode, message: str, *, ref: str | None = None, fatal: bool = False, response_id: str | None = None
+) -> Error:
+    return Error(code=code.wire, status=int(code), message=message, retryable=code.retryable, ref=ref, fatal=fatal,
+                 response_id=response_id)
+
+
+def token_values(
+    response_id: str, seq: int, text: str, stats: dict[str, float], seam: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The token hot path: ``to_wire(Token(...))`` without building the records.
+
+    ``stats`` is ``ResponseClock.stamp``'s dict (``TokenStats``' fields, in order), taken
+    as is. tests/unit/protocol/test_token_fast.py checks that the values and both
+    encodings are exactly those of the record encoder.
+    """
+    values: dict[str, Any] = {"type": "token", "response_id": response_id, "seq": seq, "text": text, "stats": stats}
+    if seam is not None:
+        values["seam"] = seam
+    return values
 
 
 def client_to_wire(frame: ClientFrame, encoding: Encoding) -> dict[str, Any]:

@@ -102,11 +102,23 @@ class TokenStats:
 
 
 @dataclass(frozen=True, slots=True)
+class Seam:
+    """On the first token after a worker switch: the worker that took over, and why."""
+
+    worker: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Token:
+    """``seq_last``: the last seq a merged (coalesced) frame covers; ``seam``: see ``Seam``."""
+
     response_id: str
     seq: int
     text: str
     stats: TokenStats
+    seq_last: int | None = None
+    seam: Seam | None = None
     type: Literal["token"] = "token"
 
 
@@ -145,6 +157,7 @@ class Error:
     retryable: bool
     ref: str | None = None
     fatal: bool = False
+    response_id: str | None = None
     type: Literal["error"] = "error"
 
 
@@ -176,7 +189,7 @@ ServerFrame: TypeAlias = SessionInfo | Route | Token | Done | Error | Pong | Ref
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Client-visible limits, echoed in the ``session`` frame."""
+    """Client-visible limits, echoed in the ``session`` frame; these defaults are the settings' defaults."""
 
     max_frame_bytes: int = 8 * 1024 * 1024
     max_text_chars: int = 16_000
@@ -185,7 +198,7 @@ class Limits:
     max_context_bytes: int = 4096
     max_id_chars: int = 128
     messages_per_second: float = 5.0
-    message_burst: int = 10
+    message_burst: int = 20
 
     def as_wire(self) -> dict[str, int]:
         return {
@@ -202,5 +215,5 @@ class Limits:
 __all__ = [
     "Attachment", "AttachmentKind", "Cancel", "ClientFrame", "Decision", "Done", "DoneStats",
     "Error", "FinishReason", "Hello", "Limits", "Message", "Ping", "Pong", "Refresh", "Refreshed", "Route",
-    "ServerFrame", "SessionInfo", "Token", "TokenExpiring", "TokenStats", "Usage",
+    "Seam", "ServerFrame", "SessionInfo", "Token", "TokenExpiring", "TokenStats", "Usage",
 ]

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from rtserver.routing.classifier import Classification
+from rtserver.routing.contract import Classification
 
 if TYPE_CHECKING:
     from rtserver.config import Settings

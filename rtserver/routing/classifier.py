@@ -18,18 +18,20 @@ import json
 import time
 import types
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from rtserver.exceptions import RouteError
+from rtserver.routing.contract import Classification
 from rtserver.routing.signals import CueLexicon
 from rtserver.routing.usecases import USE_CASE_SET
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 __all__ = ["DEFAULT_MODEL_DIR", "Classification", "IntentClassifier", "ModelArtifactError"]
 
@@ -47,15 +49,6 @@ class ModelArtifactError(RouteError, ValueError):
     """The classifier directory is incomplete or inconsistent (a missing file raises ``FileNotFoundError``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Classification:
-    """One classifier verdict. ``probabilities`` covers every label and sums to 1."""
-
-    use_case: str
-    confidence: float
-    probabilities: Mapping[str, float]
-    elapsed_ms: float
-
 
 def load_tokenizer(path: Path, max_tokens: int = DEFAULT_MAX_TOKENS) -> Tokenizer:
     """Load ``tokenizer.json`` without padding (it would pad to 128: 8x slower) and truncating to ``max_tokens``."""
@@ -67,6 +60,8 @@ def load_tokenizer(path: Path, max_tokens: int = DEFAULT_MAX_TOKENS) -> Tokenize
 
 def make_session(path: Path | bytes) -> ort.InferenceSession:
     """An onnxruntime CPU session on one thread (intra- and inter-op), full graph optimisation."""
+    import onnxruntime as ort  # here, not at import: the router's types must not load it
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1

@@ -54,13 +54,12 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
-from rtserver.codes import ErrorCode
-from rtserver.exceptions import RouteError
+from rtserver.exceptions import InvalidRouteOverride, RouteError
 from rtserver.routing.batching import BatchClassifier, BatchSettings, ClassifierBatcher
-from rtserver.routing.classifier import Classification
-from rtserver.routing.signals import OVERRIDE_KEY, CueLexicon, Signals, extract_signals
+from rtserver.routing.contract import Classification, Classifier
+from rtserver.routing.signals import OVERRIDE_KEY, Signals, extract_signals
 from rtserver.routing.usecases import MEDIA_MODALITIES, USE_CASE_SET, USE_CASES
 
 __all__ = [
@@ -77,23 +76,8 @@ Decision = Literal["full", "bypass", "reroute", "fast"]
 _MODALITIES = frozenset({"text", "image", "audio", "file"})
 
 
-class InvalidRouteOverride(RouteError, ValueError):
-    """``context["use_case"]`` is not one of the five use cases."""
-
-    code = ErrorCode.INVALID_ROUTE_OVERRIDE
-
-
 class InvalidRouteState(RouteError, ValueError):
     """A stored ``RouteState`` dict is malformed or names an unknown use case."""
-
-
-class Classifier(Protocol):
-    """What ``Router`` needs from a classifier; ``IntentClassifier`` is the real one."""
-
-    @property
-    def lexicon(self) -> CueLexicon: ...
-
-    def classify(self, text: str) -> Classification: ...
 
 
 class _RowByRow:

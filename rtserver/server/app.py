@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import websockets
 from websockets.asyncio.server import Server, ServerConnection
@@ -30,27 +30,40 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from rtserver.auth import TokenVerifier
-from rtserver.codes import CloseCode, ErrorCode
+from rtserver.codes import CloseCode
 from rtserver.config import Settings
 from rtserver.engines.base import ChatMessage, GenerateRequest, MediaPart, SamplingParams, TokenEvent
 from rtserver.exceptions import (
+    AttachmentUnsupported,
+    Draining,
+    InternalError,
+    InvalidRouteOverride,
     NoWorkerAvailable,
-    ProtocolError,
+    OriginNotAllowed,
+    RecoveryImpossible,
+    Refused,
+    RouteError,
     RtServerError,
     SessionError,
     StoreError,
+    TooManyConnections,
     WorkerLost,
+    WorkerOverloaded,
 )
 from rtserver.metrics import Metrics, observe_many
-from rtserver.protocol.codec import SUBPROTOCOLS, to_wire
+from rtserver.protocol.codec import SUBPROTOCOLS, to_wire, token_values
 from rtserver.protocol.frames import Done, Hello, Message, Route, SessionInfo, Usage
 from rtserver.protocol.stats import ResponseClock
+from rtserver.routing.contract import GatewayRouter
 from rtserver.server.connection import Connection
 from rtserver.server.http import serve_http
 from rtserver.server.live import ActiveResponse, LiveSession
 from rtserver.sessions.base import Session, SessionStore, new_resume_token, new_session_id, token_digest
 from rtserver.sessions.writer import SessionWriter
 from rtserver.workers.pool import WorkerHandle, WorkerPool
+
+if TYPE_CHECKING:
+    from rtserver.routing.router import RouteDecision
 
 log = logging.getLogger("rtserver.gateway")
 
@@ -66,7 +79,7 @@ class Gateway:
         *,
         pool: WorkerPool | None = None,
         store: SessionStore | None = None,
-        router: Any = None,
+        router: GatewayRouter | None = None,
     ) -> None:
         self.settings = settings
         self.limits = settings.limits()
@@ -74,7 +87,7 @@ class Gateway:
         self.web_root = Path(settings.web_root) if settings.web_root else WEB_ROOT
         self.pool = pool or WorkerPool()
         self.store: SessionStore | None = store
-        self.router = router
+        self.router: GatewayRouter | None = router
         self.writer: SessionWriter | None = None
         self.live: dict[str, LiveSession] = {}
         self.server: Server | None = None
@@ -159,7 +172,7 @@ class Gateway:
         self.metrics.store_up.set(1 if await store.healthy() else 0)
         return store
 
-    def _open_router(self) -> Any:
+    def _open_router(self) -> GatewayRouter:
         from rtserver.routing.batching import batch_settings
         from rtserver.routing.classifier import IntentClassifier
         from rtserver.routing.router import Router
@@ -298,7 +311,7 @@ class Gateway:
         try:
             refusal = self._admission(ws, ip, conn)
             if refusal is not None:
-                conn.refuse(*refusal)
+                conn.refuse(refusal)
             await conn.run()
         finally:
             self._conns.discard(conn)
@@ -325,20 +338,16 @@ class Gateway:
         forwarded = headers.get("X-Real-IP") or headers.get("X-Forwarded-For", "").split(",")[-1]
         return forwarded.strip()[:64] or peer
 
-    def _admission(self, ws: ServerConnection, ip: str, conn: Connection) -> tuple[RtServerError, int] | None:
+    def _admission(self, ws: ServerConnection, ip: str, conn: Connection) -> Refused | None:
         """Checks at connect time; a refusal is sent as a fatal error frame plus a 4xxx close,
         which (unlike an HTTP status on a failed handshake) a browser can read."""
         s = self.settings
         origins = s.allowed_origins
         origin = ws.request.headers.get("Origin") if ws.request is not None else None
         if origins and "*" not in origins and origin is not None and origin not in origins:
-            err = RtServerError(f"origin {origin[:100]} is not allowed")
-            err.code = ErrorCode.ORIGIN_NOT_ALLOWED
-            return err, CloseCode.ORIGIN_NOT_ALLOWED
+            return OriginNotAllowed(f"origin {origin[:100]} is not allowed")
         if self._ip_counts.get(ip, 0) > s.max_connections_per_ip:
-            err = RtServerError(f"more than {s.max_connections_per_ip} connections from one address")
-            err.code = ErrorCode.RATE_LIMITED
-            return err, CloseCode.RATE_LIMITED
+            return TooManyConnections(f"more than {s.max_connections_per_ip} connections from one address")
         if self.verifier is not None:
             conn.query_token = _query_token(ws.request.path if ws.request is not None else "")  # verified in run()
         return None
@@ -353,7 +362,7 @@ class Gateway:
                 live = await self._resume(hello, conn.subject, token_digest(token))
             except (SessionError, StoreError) as exc:
                 self.metrics.resumes.labels(exc.code.wire).inc()
-                conn.send_error(exc if isinstance(exc, RtServerError) else RtServerError(str(exc)))
+                conn.send_error(exc)
         resumed = live is not None
         if live is None:
             session = Session(session_id=new_session_id(), token_digest=token_digest(token),
@@ -489,8 +498,7 @@ class Gateway:
             first = next((f for f in frames if f.get("type") == "token"), None)
             contiguous = first["seq"] == last_seq + 1 if first else (resp.next_seq <= last_seq + 1)
             if not contiguous:
-                conn.send_error(ProtocolError(ErrorCode.RECOVERY_IMPOSSIBLE,
-                                              f"frames after seq {last_seq} of {response_id} are gone"))
+                conn.send_error(RecoveryImpossible(f"frames after seq {last_seq} of {response_id} are gone"))
                 return
             for f in frames:
                 conn.send(f)
@@ -535,7 +543,7 @@ class Gateway:
                 if live.session.active_response == response_id and not text_parts:
                     await asyncio.sleep(0.05)  # started, first frames not written yet
                     continue
-                conn.send_error(ProtocolError(ErrorCode.RECOVERY_IMPOSSIBLE, f"no frames kept for {response_id}"))
+                conn.send_error(RecoveryImpossible(f"no frames kept for {response_id}"))
                 return
             if frames:
                 deadline = time.monotonic() + _FOLLOW_STALL_S
@@ -544,15 +552,13 @@ class Gateway:
                     if f["seq"] != seq + 1:
                         if f["seq"] <= seq:
                             continue
-                        conn.send_error(ProtocolError(ErrorCode.RECOVERY_IMPOSSIBLE,
-                                                      f"frames after seq {seq} of {response_id} are gone"))
+                        conn.send_error(RecoveryImpossible(f"frames after seq {seq} of {response_id} are gone"))
                         return
                     seq = f.get("seq_last", f["seq"])
                     text_parts.append(f["text"])
                 elif f.get("type") == "done":
                     if f.get("last_seq", seq) > seq:  # tokens before done are missing: no silent gap
-                        conn.send_error(ProtocolError(ErrorCode.RECOVERY_IMPOSSIBLE,
-                                                      f"frames after seq {seq} of {response_id} are gone"))
+                        conn.send_error(RecoveryImpossible(f"frames after seq {seq} of {response_id} are gone"))
                         return
                     await self._adopt_remote_turn(live, response_id, text_parts)
                     if conn.conversation.active_response == response_id:
@@ -562,7 +568,7 @@ class Gateway:
                 if f.get("type") == "done":
                     return
             await asyncio.sleep(0.05)
-        conn.send_error(ProtocolError(ErrorCode.RECOVERY_IMPOSSIBLE, f"{response_id} stopped before its end"))
+        conn.send_error(RecoveryImpossible(f"{response_id} stopped before its end"))
 
     async def _adopt_remote_turn(self, live: LiveSession, response_id: str, text_parts: list[str]) -> None:
         """A response finished on another gateway: put its whole answer into our history.
@@ -614,8 +620,7 @@ class Gateway:
         live = conn.live
         assert live is not None
         if self.draining:
-            conn.send_error(ProtocolError(ErrorCode.OVERLOADED, "server is shutting down; reconnect to resume",
-                                          ref=msg.id))
+            conn.send_error(Draining("server is shutting down; reconnect to resume", ref=msg.id))
             return
         response_id = "r_" + secrets.token_urlsafe(9)
         conn.conversation.start_response(response_id)
@@ -652,10 +657,8 @@ class Gateway:
         use_case = "?"
         try:
             kinds = [a.kind for a in msg.attachments]
-            try:
-                decision = await self.router.route(live.route, msg.text, kinds, msg.context)
-            except ValueError as exc:  # InvalidRouteOverride
-                raise ProtocolError(ErrorCode.INVALID_ROUTE_OVERRIDE, str(exc), ref=msg.id) from None
+            assert self.router is not None
+            decision = await self.router.route(live.route, msg.text, kinds, msg.context)
             clock.route_ms = decision.route_ms
             clock.decision = decision.decision
             self._count_decision(session, decision)
@@ -698,19 +701,24 @@ class Gateway:
             if resp.frames and any(f.get("type") == "token" for f in resp.frames):
                 session.history.append(["assistant", "".join(f["text"] for f in resp.frames if f.get("type") == "token")])
             usage = Usage(usage.prompt_tokens, resp.next_seq)
-        except ProtocolError as exc:
-            self._send_live_error(live, exc)
+        except InvalidRouteOverride as exc:  # the client's context.use_case: its fault, 1011
+            self._send_live_error(live, exc, ref=msg.id)
+        except WorkerLost as exc:  # mid-stream, no heir: the client sends the message again
+            self._send_live_error(live, exc, ref=msg.id)
             if session.history and session.history[-1][0] == "user" and session.active_response == rid:
                 session.history.pop()
+        except RouteError:  # any other routing failure is a server bug, never the client's 1011
+            log.exception("response %s: routing failed", rid)
+            self._send_live_error(live, InternalError("internal error"), ref=msg.id)
         except RtServerError as exc:
-            self._send_live_error(live, ProtocolError(exc.code, str(exc) or exc.code.wire, ref=msg.id))
+            self._send_live_error(live, exc, ref=msg.id)
         except Exception:
             log.exception("response %s failed", rid)
-            self._send_live_error(live, ProtocolError(ErrorCode.INTERNAL, "internal error", ref=msg.id))
+            self._send_live_error(live, InternalError("internal error"), ref=msg.id)
         finally:
             self._finish(live, resp, reason, usage, clock, use_case, model)
 
-    def _count_decision(self, session: Session, decision: Any) -> None:
+    def _count_decision(self, session: Session, decision: RouteDecision) -> None:
         m = self.metrics
         m.decisions.labels(decision.decision, decision.use_case).inc()
         m.route_seconds.labels(decision.decision).observe(decision.route_ms / 1000.0)
@@ -745,22 +753,18 @@ class Gateway:
             if a.kind in worker.state.modalities:
                 media.append(MediaPart(a.kind, a.mime, a.data))
             else:
-                exc = ProtocolError(
-                    ErrorCode.ATTACHMENT_UNSUPPORTED,
-                    f"model {worker.state.model} cannot take {a.kind} attachments; answering the text only",
-                    ref=msg.id,
-                )
-                self._send_live_error(live, exc)
+                exc = AttachmentUnsupported(
+                    f"model {worker.state.model} cannot take {a.kind} attachments; answering the text only")
+                self._send_live_error(live, exc, ref=msg.id)
         return tuple(media)
 
-    def _send_live_error(self, live: LiveSession, exc: ProtocolError) -> None:
+    def _send_live_error(self, live: LiveSession, exc: RtServerError, *, ref: str | None = None) -> None:
+        """``exc`` as an error frame answering message ``ref`` (else the one it was raised with)."""
         self.metrics.errors.labels(exc.code.wire).inc()
         from rtserver.protocol.codec import error_frame
 
-        frame = to_wire(error_frame(exc.code, exc.message, ref=exc.ref))
-        if live.response is not None and live.response.routed:
-            frame["response_id"] = live.response.response_id
-        live.emit(frame)
+        routed = live.response.response_id if live.response is not None and live.response.routed else None
+        live.emit(to_wire(error_frame(exc.code, exc.message, ref=ref or exc.ref, response_id=routed)))
 
     def _prompt(self, session: Session) -> tuple[ChatMessage, ...]:
         budget = int(self.settings.history_max_tokens * _CHARS_PER_TOKEN)
@@ -805,13 +809,9 @@ class Gateway:
                             if ev.queue_ms is not None and clock.first_token_at is None:
                                 clock.queue_ms = gateway_queue_ms + ev.queue_ms
                             stats = clock.stamp(now)
-                            frame = {
-                                "type": "token", "response_id": resp.response_id, "seq": resp.next_seq,
-                                "text": ev.text, "stats": stats,
-                            }
-                            if seam is not None:  # first token from the worker that took over
-                                frame["seam"] = seam
-                                seam = None
+                            # seam: on the first token from the worker that took over
+                            frame = token_values(resp.response_id, resp.next_seq, ev.text, stats, seam)
+                            seam = None
                             produced += ev.tokens
                             resp.next_seq += 1
                             parts.append(ev.text)
@@ -833,11 +833,12 @@ class Gateway:
                             m.tokens.labels(model).inc(ev.completion_tokens)
                             if ev.reason == "error":
                                 why = ev.error or "generation failed"
-                                code = ErrorCode.OVERLOADED if why in ("overloaded", "draining") else ErrorCode.INTERNAL
                                 if resp.next_seq == 0 and why == "draining" and attempts < 3:
                                     worker = await self._retry_worker(request_model(worker), worker.state.name)
                                     break
-                                self._send_live_error(live, ProtocolError(code, why, ref=resp.message_id))
+                                failed = (WorkerOverloaded(why) if why in ("overloaded", "draining")
+                                          else InternalError(why))
+                                self._send_live_error(live, failed, ref=resp.message_id)
                             completion = produced if attempts > 1 else ev.completion_tokens
                             return ev.reason, Usage(ev.prompt_tokens, completion), "".join(parts)
                     else:
@@ -854,8 +855,7 @@ class Gateway:
                 m.worker_failures.labels("mid_stream").inc()
                 heir = self._heir(request_model(worker), worker.state.name) if attempts < 3 else None
                 if heir is None:
-                    raise ProtocolError(ErrorCode.WORKER_LOST, f"{exc}; retry the message",
-                                        ref=resp.message_id) from None
+                    raise WorkerLost(f"{exc}; retry the message", ref=resp.message_id) from None
                 # Continue the answer on another worker of the model, from the history plus
                 # the text already sent; the first token after the switch carries ``seam``.
                 log.warning("worker %s lost mid-stream; continuing on %s", worker.state.name, heir.state.name)

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from rtserver.auth import AuthUnavailable, Identity
+from rtserver.auth import Identity
 from rtserver.codes import CloseCode, ErrorCode
-from rtserver.exceptions import ProtocolError, RtServerError, TokenExpired, Unauthorized
+from rtserver.exceptions import AuthUnavailable, ProtocolError, RateLimited, RtServerError, TokenExpired, Unauthorized
 from rtserver.protocol.codec import Encoding, decode_client_frame, encode_payload, error_frame, to_wire
 from rtserver.protocol.conversation import Conversation
 from rtserver.protocol.frames import Cancel, Hello, Message, Ping, Pong, Refresh, Refreshed, TokenExpiring
@@ -73,12 +73,9 @@ class Connection:
         elif outbox.coalesced != merged:
             self.gw.metrics.coalesced.inc(outbox.coalesced - merged)
 
-    def send_error(self, exc: ProtocolError | RtServerError, *, fatal: bool = False) -> None:
-        code = exc.code
-        message = exc.message if isinstance(exc, ProtocolError) else str(exc) or code.wire
-        ref = exc.ref if isinstance(exc, ProtocolError) else None
-        self.gw.metrics.errors.labels(code.wire).inc()
-        self.send(to_wire(error_frame(code, message, ref=ref, fatal=fatal)))
+    def send_error(self, exc: RtServerError, *, fatal: bool = False) -> None:
+        self.gw.metrics.errors.labels(exc.code.wire).inc()
+        self.send(to_wire(error_frame(exc.code, exc.message, ref=exc.ref, fatal=fatal)))
 
     def close(self, code: int, reason: str) -> None:
         """Close after what is queued, except for a slow consumer (closed at once)."""
@@ -197,7 +194,7 @@ class Connection:
                     break
                 if not bucket.take(time.monotonic()):
                     # answered, but not an invalid frame: it does not count toward max_errors
-                    self.send_error(ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; slow down"))
+                    self.send_error(RateLimited("too many frames; slow down"))
                     continue
                 try:
                     frame = decode_client_frame(data, self.encoding, limits)
@@ -233,7 +230,7 @@ class Connection:
             frame = None
         token = frame.auth if isinstance(frame, Hello) else None
         if token is None:
-            self.refuse(Unauthorized("authentication required: send hello.auth or ?token="), CloseCode.UNAUTHORIZED)
+            self.refuse(Unauthorized("authentication required: send hello.auth or ?token="))
             return False
         return await self._authenticate(token)
 
@@ -241,11 +238,8 @@ class Connection:
         assert self.gw.verifier is not None
         try:
             self._set_identity(await self.gw.verifier.verify(token))
-        except Unauthorized as exc:
-            self.refuse(exc, CloseCode.UNAUTHORIZED)
-            return False
-        except AuthUnavailable as exc:
-            self.refuse(exc, CloseCode.TRY_AGAIN_LATER)
+        except (Unauthorized, AuthUnavailable) as exc:
+            self.refuse(exc)
             return False
         return True
 
@@ -260,7 +254,7 @@ class Connection:
             self.send_error(exc)  # the current token stays in force until it expires
             return
         if identity.subject != self.subject:
-            self.refuse(Unauthorized("a refreshed token must name the same subject"), CloseCode.UNAUTHORIZED)
+            self.refuse(Unauthorized("a refreshed token must name the same subject"))
             return
         self._set_identity(identity)
         self.send(to_wire(Refreshed(expires_at=identity.expires_at)))
@@ -292,13 +286,13 @@ class Connection:
             self.send(to_wire(TokenExpiring(expires_at=self.expires_at, in_ms=round(in_ms, 1))))
 
     def _expire(self) -> None:
-        self.refuse(TokenExpired("token expired; refresh it before it expires or reconnect with a new one"),
-                    CloseCode.TOKEN_EXPIRED)
+        self.refuse(TokenExpired("token expired; refresh it before it expires or reconnect with a new one"))
 
-    def refuse(self, exc: RtServerError, close_code: int) -> None:
-        """A fatal error frame, then close with ``close_code``."""
+    def refuse(self, exc: RtServerError) -> None:
+        """A fatal error frame, then close with the error's close code."""
+        assert exc.close is not None, f"{type(exc).__name__} has no close code"
         self.send_error(exc, fatal=True)
-        self.close(close_code, str(exc)[:120])
+        self.close(exc.close, exc.message[:120])
 
     def _reject(self, exc: ProtocolError) -> None:
         self.errors += 1

@@ -40,6 +40,7 @@ from typing import Any
 
 from rtserver.config import Settings
 from rtserver.exceptions import ConfigError
+from rtserver.runner import run_uvloop
 
 __all__ = ["check_processes", "serve_processes"]
 
@@ -91,12 +92,11 @@ def _reserve(host: str, port: int) -> socket.socket:
 
 def _child(settings: Settings, index: int, ready: Any) -> None:
     """One gateway process: serve until SIGTERM, telling the supervisor when it listens."""
-    from rtserver.cli import _run
     from rtserver.logs import configure
     from rtserver.server.app import run_gateway
 
     configure(settings.log_level, settings.log_json)
-    _run(run_gateway(settings, ready=lambda port: ready.put((index, os.getpid(), port))))
+    run_uvloop(run_gateway(settings, ready=lambda port: ready.put((index, os.getpid(), port))))
 
 
 class _Supervisor:

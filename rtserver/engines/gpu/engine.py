@@ -69,7 +69,6 @@ class GpuEngine:
         prefill_chunk: int = 512,
         decode_mode: DecodeMode = "graphs",
         warm_up: bool = True,
-        **_ignored: Any,
     ) -> None:
         """``model``: a local Hugging Face folder (Llama or Qwen2 weights, tokenizer with a chat template).
 
