@@ -274,6 +274,7 @@ def to_wire(frame: ServerFrame) -> dict[str, Any]:
             "usage": {
                 "prompt_tokens": frame.usage.prompt_tokens,
                 "completion_tokens": frame.usage.completion_tokens,
+                "cached_tokens": frame.usage.cached_tokens,
             },
             "stats": {
                 "ttft_ms": st.ttft_ms,

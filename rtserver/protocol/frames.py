@@ -126,6 +126,7 @@ class Token:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens whose KV the pinned worker kept from the conversation's last turn
 
 
 @dataclass(frozen=True, slots=True)

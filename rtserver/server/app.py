@@ -840,7 +840,7 @@ class Gateway:
                                           else InternalError(why))
                                 self._send_live_error(live, failed, ref=resp.message_id)
                             completion = produced if attempts > 1 else ev.completion_tokens
-                            return ev.reason, Usage(ev.prompt_tokens, completion), "".join(parts)
+                            return ev.reason, Usage(ev.prompt_tokens, completion, ev.cached_tokens), "".join(parts)
                     else:
                         raise WorkerLost("worker stream ended without done")
             except WorkerLost as exc:
@@ -882,7 +882,7 @@ class Gateway:
         completion = usage.completion_tokens or resp.next_seq
         done = Done(
             response_id=resp.response_id, finish_reason=reason,  # type: ignore[arg-type]
-            usage=Usage(usage.prompt_tokens, completion), stats=clock.summary(now, completion),
+            usage=Usage(usage.prompt_tokens, completion, usage.cached_tokens), stats=clock.summary(now, completion),
             last_seq=resp.next_seq - 1,
         )
         session = live.session

@@ -281,6 +281,7 @@ class WorkerStream:
             completion_tokens=frame.get("completion", 0),
             queue_ms=frame.get("queue_ms", 0.0),
             error=frame.get("error"),
+            cached_tokens=frame.get("cached", 0),
         )
 
     def _end(self) -> None:

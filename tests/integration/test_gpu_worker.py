@@ -79,3 +79,28 @@ async def test_a_second_turn_reuses_the_conversations_kv_on_a_gpu_worker(tmp_pat
         assert values["rtserver_worker_kv_reused_tokens_total"] == second["cached"]
     finally:
         w.stop()
+
+
+async def test_through_a_gateway_the_second_turn_reports_the_prefix_it_reused(tmp_path: Path) -> None:
+    """What a client sees: ``done.usage.cached_tokens`` (docs/protocol.md) is 0 on a conversation's first
+    turn and counts the reused prompt tokens on its second, pinned turn."""
+    pytest.importorskip("torch", reason="the gpu engine needs torch (the 'gpu' extra)")
+    pytest.importorskip("transformers", reason="the gpu engine needs transformers (the 'gpu' extra)")
+    from rtserver.client import Client
+    from tests.fixtures.tiny_model import build_tiny_model
+    from tests.procs import gateway
+
+    folder = build_tiny_model(tmp_path / "tiny", initializer_range=0.2, tie_word_embeddings=False)
+    w = start_worker("gpu-0", tmp_path, "--engine", "gpu", "--model", str(folder), "--model-id", "tiny",
+                     "--capacity", "2", "--device", "cpu")
+    try:
+        with gateway("--worker", w.address, "--model-id", "tiny", "--max-tokens", "6", "--temperature", "0") as gw:
+            async with await Client.connect(gw.url) as c:
+                first = await c.ask("Tell me a story about a dragon.")
+                second = await c.ask("And then?")
+        assert first.done is not None and second.done is not None
+        assert first.done["usage"]["cached_tokens"] == 0
+        cached = second.done["usage"]["cached_tokens"]
+        assert 0 < cached < second.done["usage"]["prompt_tokens"]
+    finally:
+        w.stop()
