@@ -89,6 +89,8 @@ class Settings:
     model: str = _f(DEFAULT_MODEL, "model of the embedded worker (a known name or a path)")
     model_id: str = _f("smollm2-135m", "model id the embedded worker reports")
     capacity: int = _f(16, "concurrent sequences of the embedded worker")
+    embedded_engine_host: str = _f("auto", "where the embedded worker's engine computes: auto, process or inline")
+    prefill_chunk: int = _f(0, "prompt tokens the embedded worker prefills per engine step (0: the engine's default)")
     synthetic_tokens: int = _f(synthetic.DEFAULT_TOKENS, "synthetic engine: tokens per response")
     synthetic_rate: float = _f(synthetic.DEFAULT_TOKENS_PER_S, "synthetic engine: tokens per second per stream (0: unpaced)")
     heartbeat_timeout_s: float = _f(3.0, "a worker silent this long is treated as hung")
@@ -212,6 +214,10 @@ def _check(s: Settings) -> Settings:
         raise ConfigError("embedded_engine must be openvino or synthetic")
     if s.embedded_mode not in ("process", "inproc"):
         raise ConfigError("embedded_mode must be process or inproc")
+    if s.embedded_engine_host not in ("auto", "process", "inline"):
+        raise ConfigError("embedded_engine_host must be auto, process or inline")
+    if s.prefill_chunk < 0:
+        raise ConfigError("prefill_chunk must not be negative")
     if not s.is_local and not s.auth_enabled and not s.allow_anonymous:
         raise ConfigError(
             f"serving {s.host} without authentication: set auth_secret (RTSERVER_AUTH_SECRET), "

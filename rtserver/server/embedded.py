@@ -53,6 +53,9 @@ class EmbeddedWorker:
             "--listen", self.address, "--name", self.name, "--capacity", str(s.capacity),
         ]
         cmd += ["--log-level", s.log_level, *(["--log-json"] if s.log_json else [])]  # its progress reaches our stderr
+        cmd += ["--engine-host", s.embedded_engine_host]
+        if s.prefill_chunk:
+            cmd += ["--prefill-chunk", str(s.prefill_chunk)]
         if s.embedded_engine == "synthetic":
             cmd += ["--synthetic-tokens", str(s.synthetic_tokens), "--synthetic-rate", str(s.synthetic_rate)]
         return cmd
