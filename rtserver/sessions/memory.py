@@ -88,6 +88,13 @@ class MemorySessionStore:
         if session.token_digest in self._retired.get(sid, ()):
             return  # a superseded copy (its token was rotated since): ignored
         entry = self._data.get(sid)
+        now = self._clock()
+        if entry is not None and entry[0] <= now:
+            del self._data[sid]
+            self._tombstones[sid] = now + self._tombstone_s
+            entry = None
+        if entry is None and sid in self._tombstones:
+            return  # expired: a late write does not revive it
         if entry is not None and entry[1]["token_digest"] != session.token_digest:
             self._retired.setdefault(sid, set()).add(entry[1]["token_digest"])
         self._data[sid] = (self._clock() + self._ttl, session.to_dict())

@@ -52,9 +52,11 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return {2} end
 return {0}
 """
 
-# KEYS: sess, seen, retired.  ARGV: data, digest, ttl_ms, seen_ms.  → 1 saved | 0 stale writer, ignored
+# KEYS: sess, seen, retired.  ARGV: data, digest, ttl_ms, seen_ms.
+# → 1 saved | 0 stale writer, ignored | 2 expired (gone, its tombstone stands), ignored
 _SAVE = """
 if redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
 local prev = redis.call('HGET', KEYS[1], 'digest')
 if prev and prev ~= ARGV[2] then
   redis.call('SADD', KEYS[3], prev)
@@ -192,10 +194,12 @@ class RedisSessionStore:
 
         keys = [self._sess(sid), self._seen(sid), self._retired(sid)]
         args: list[bytes | str | int] = [data, session.token_digest, self._ttl_ms, self._seen_ms]
-        saved = await self._call("save", lambda: self._save_script(keys=keys, args=args))
-        if not int(saved):
+        saved = int(await self._call("save", lambda: self._save_script(keys=keys, args=args)))
+        if saved == 0:
             self.stale_saves += 1
             log.info("ignored a stale save of session %s (resumed elsewhere since)", sid[:8])
+        elif saved == 2:
+            log.info("ignored a late save of session %s (it expired)", sid[:8])
 
     async def rotate(self, session: Session, old_digest: str) -> bool:
         sid = session.session_id

@@ -217,6 +217,18 @@ async def test_idle_session_expires_and_is_told_apart_from_unknown(backend: Back
         await store.load(new_session_id())
 
 
+async def test_a_late_save_does_not_revive_an_expired_session(backend: Backend) -> None:
+    """A gateway's write queued before the session expired and landing after it (a slow writer)
+    must not bring the session back: another gateway has been told it expired."""
+    store = backend.make(ttl_s=1.0)
+    s, _ = make_session()
+    await store.create(s)
+    assert await backend.until_gone(store, s.session_id, 1.0)
+    await store.save(s)
+    with pytest.raises(SessionExpired):
+        await store.load(s.session_id)
+
+
 async def test_touch_does_not_revive_an_expired_session(backend: Backend) -> None:
     store = backend.make(ttl_s=1.0)
     s, _ = make_session()
