@@ -436,14 +436,16 @@ function renderMarkdown(text) {
 
 /**
  * A streaming answer's body. show(text) with a text that only grows: the DOM of finished
- * blocks stays, only the open blocks at the end are built again. `body` holds nothing else
- * once the first show() ran (it removes what was there, e.g. the typing dots).
+ * blocks stays, only the open blocks at the end are touched: kept when unchanged, a code block
+ * that only grew gets the new characters appended, anything else is built again (a block that
+ * becomes finished keeps the DOM it had while open, when that shows the same). `body` holds
+ * nothing else once the first show() ran (it removes what was there, e.g. the typing dots).
  */
 class StreamView {
   constructor(body) {
     this.body = body;
     this.md = new IncrementalMarkdown({ base: pageUrl() });
-    this.open = [];
+    this.open = []; // [{tree, json, el}] of the open blocks, in order
     this.started = false;
   }
 
@@ -453,10 +455,29 @@ class StreamView {
       this.started = true;
     }
     const { commit, open } = this.md.update(text);
-    for (const n of this.open) n.remove();
-    for (const n of commit) this.body.append(toDom(n));
-    this.open = open.map(toDom);
-    this.body.append(...this.open);
+    // the blocks after the finished ones, old and new, side by side: patch each in place
+    const blocks = [...commit, ...open];
+    const next = blocks.map((tree, i) => this._patch(this.open[i], tree));
+    for (const o of this.open.slice(blocks.length)) o.el.remove();
+    this.open = next.slice(commit.length);
+  }
+
+  /** The open block `tree` shown in place of `old` (which may be undefined). */
+  _patch(old, tree) {
+    const json = JSON.stringify(tree);
+    if (old && old.json === json) return old;
+    if (old && tree.tag === 'codeblock' && old.tree.tag === 'codeblock' && old.tree.lang === tree.lang
+        && tree.code.startsWith(old.tree.code)) {
+      const code = old.el.querySelector('.rtc-pre code');
+      const more = tree.code.slice(old.tree.code.length);
+      if (code.lastChild) code.lastChild.appendData(more); // one text node, as a full render makes
+      else code.append(more);
+      return { tree, json, el: old.el };
+    }
+    const el = toDom(tree);
+    if (old) old.el.replaceWith(el);
+    else this.body.append(el);
+    return { tree, json, el };
   }
 }
     return { h, icon, toDom, renderMarkdown, StreamView };

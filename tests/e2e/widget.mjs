@@ -349,6 +349,33 @@ const scenarios = {
       && out.link.includes('[bad](javascript:alert(1))') && out.link.includes('[data](data:text/html,hi)'), out.link);
     check('heading', out.heading === '<p><strong>Title</></><p>text</>', out.heading);
     check('escapes and angle brackets', out.escapes === '<p>*not em* and 1 < 2 > 0 & done</>', out.escapes);
+    // streamed token by token, the answer keeps its finished blocks and ends as a full render does
+    const streamed = await page.evaluate((samples) => {
+      const t = window.__rtchatTest;
+      const r = [];
+      samples.forEach((text, n) => {
+        t.expect(`m_md${n}`);
+        t.frame({ type: 'route', response_id: `r_md${n}`, message_id: `m_md${n}`, use_case: 'chat', model: 'm', worker: 'w', decision: 'full', confidence: 1, route_ms: 1 });
+        let seq = 0;
+        let kept = null;
+        for (let i = 0; i < text.length; i += 1 + (i % 5)) {
+          t.frame({ type: 'token', response_id: `r_md${n}`, seq: seq++, text: text.slice(i, i + 1 + (i % 5)) });
+          const body = document.querySelectorAll('.rtc-msg-assistant')[document.querySelectorAll('.rtc-msg-assistant').length - 1].querySelector('.rtc-body');
+          if (kept === null && body.children.length > 1) kept = body.firstElementChild; // a finished block
+        }
+        const all = document.querySelectorAll('.rtc-msg-assistant');
+        const body = all[all.length - 1].querySelector('.rtc-body');
+        const div = document.createElement('div');
+        div.append(t.renderMarkdown(text));
+        r.push({ same: body.innerHTML === div.innerHTML, kept: kept !== null && kept === body.firstElementChild, body: body.innerHTML.slice(0, 300) });
+        t.frame({ type: 'done', response_id: `r_md${n}`, finish_reason: 'stop', last_seq: seq - 1 });
+      });
+      return r;
+    }, [
+      '# Title\n\nA **bold** paragraph\nover two lines.\n\n- one\n- two\n  - nested\n\n```js\nlet a = 1;\n\nlet b = 2;\n```\nAfter the code.',
+      'Intro:\n\n1. first\n2. second\n\n> a quote\n\n---\n```\nstill open code\nline two',
+    ]);
+    check('streamed answers end as a full render and keep their finished blocks', streamed.every((x) => x.same && x.kept), streamed);
     return out;
   },
 
