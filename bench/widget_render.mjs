@@ -3,7 +3,7 @@
 // --old FILE) against web/rtchat.js (only the open blocks at the end re-rendered), side by side
 // in one run, in headless chromium (playwright-core from tests/e2e/node_modules).
 //
-//   node bench/widget_render.mjs [--tokens 2000] [--repeat 3] [--old FILE] [--out bench/results/widget_render.json]
+//   node bench/widget_render.mjs [--tokens 2000] [--repeat 2] [--old FILE] [--out bench/results/widget_render.json]
 //
 // Each token frame goes through the widget's own handleFrame (the test hook) in a page with
 // rtchat.css; the time of that call includes the DOM work and the style/layout it forces (the
@@ -30,7 +30,7 @@ const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) =>
   return acc;
 }, []));
 const TOKENS = Number(args.tokens || 2000);
-const REPEAT = Number(args.repeat || 3);
+const REPEAT = Number(args.repeat || 2); // about 1 min a repeat at 2,000 tokens on a loaded 2-core box
 const OUT = args.out || join(ROOT, 'bench', 'results', 'widget_render.json');
 const CHROMIUM = args.chromium || process.env.CHROMIUM || '/usr/bin/chromium';
 
