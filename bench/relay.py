@@ -157,16 +157,16 @@ def _patch_oldworker() -> None:
 def _patch_recordtoken() -> None:
     """Token frames built as ``Token``/``TokenStats`` records and encoded by ``to_wire`` (the generic
     record encoder) instead of the hot path's ``codec.token_values``: what the fast encoder saves."""
+    from rtserver.protocol import machine
     from rtserver.protocol.codec import to_wire
     from rtserver.protocol.frames import Seam, Token, TokenStats
-    from rtserver.server import app
 
     def token_values(response_id: str, seq: int, text: str, stats: dict[str, float],
                      seam: dict[str, str] | None = None) -> dict[str, Any]:
         return to_wire(Token(response_id=response_id, seq=seq, text=text, stats=TokenStats(**stats),
                              seam=Seam(**seam) if seam else None))
 
-    app.token_values = token_values  # type: ignore[assignment]
+    machine.token_values = token_values  # type: ignore[assignment]
 
 
 PATCHES = {"nometrics": _patch_nometrics, "faststats": _patch_faststats, "textbytes": _patch_textbytes,
