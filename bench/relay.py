@@ -173,6 +173,21 @@ PATCHES = {"nometrics": _patch_nometrics, "faststats": _patch_faststats, "textby
            "enginehost": _patch_enginehost, "oldworker": _patch_oldworker, "recordtoken": _patch_recordtoken}
 
 
+def _patch_oldgateway() -> None:
+    """The whole gateway (and its embedded worker) run from another checkout (``RELAY_OLD_ROOT``),
+    for a before/after comparison in one run; must come first among the patches."""
+    import os
+
+    for name in [m for m in sys.modules if m == "rtserver" or m.startswith("rtserver.")]:
+        del sys.modules[name]  # bench.common imported rtserver.runner from this checkout
+    root = os.environ["RELAY_OLD_ROOT"]
+    sys.path.insert(0, root)
+    os.environ["PYTHONPATH"] = root  # the embedded worker process too
+
+
+PATCHES["oldgateway"] = _patch_oldgateway
+
+
 def serve_patched(patches: list[str], argv: list[str]) -> int:
     for name in patches:
         PATCHES[name]()
