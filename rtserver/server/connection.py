@@ -26,7 +26,7 @@ from rtserver.server.outbox import Outbox
 from rtserver.server.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
-    from rtserver.server.app import Gateway
+    from rtserver.server.context import GatewayContext as Gateway
     from rtserver.server.live import LiveSession
 
 log = logging.getLogger("rtserver.connection")

@@ -17,8 +17,8 @@ from rtserver.server.live import LiveSession
 from rtserver.server.turn import apply
 
 if TYPE_CHECKING:
-    from rtserver.server.app import Gateway
     from rtserver.server.connection import Connection
+    from rtserver.server.context import GatewayContext as Gateway
 
 FOLLOW_STALL_S = 30.0  # a followed remote response whose log stops growing this long is given up
 POLL_S = 0.05

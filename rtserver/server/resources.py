@@ -13,7 +13,7 @@ from rtserver.routing.contract import GatewayRouter
 from rtserver.sessions.base import SessionStore
 
 if TYPE_CHECKING:
-    from rtserver.server.app import Gateway
+    from rtserver.server.context import GatewayContext as Gateway
 
 
 async def open_store(gw: Gateway) -> SessionStore:

@@ -24,8 +24,8 @@ from rtserver.server.turn import apply
 from rtserver.sessions.base import Session, new_resume_token, new_session_id, token_digest
 
 if TYPE_CHECKING:
-    from rtserver.server.app import Gateway
     from rtserver.server.connection import Connection
+    from rtserver.server.context import GatewayContext as Gateway
 
 log = logging.getLogger("rtserver.gateway")
 

@@ -17,7 +17,7 @@ from rtserver.protocol.codec import SUBPROTOCOLS
 from rtserver.server.connection import Connection
 
 if TYPE_CHECKING:
-    from rtserver.server.app import Gateway
+    from rtserver.server.context import GatewayContext as Gateway
 
 
 async def handle(gw: Gateway, ws: ServerConnection) -> None:

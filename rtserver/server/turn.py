@@ -33,8 +33,8 @@ from rtserver.server.live import LiveSession
 
 if TYPE_CHECKING:
     from rtserver.routing.router import RouteDecision
-    from rtserver.server.app import Gateway
     from rtserver.server.connection import Connection
+    from rtserver.server.context import GatewayContext as Gateway
     from rtserver.workers.pool import WorkerHandle
 
 log = logging.getLogger("rtserver.gateway")
