@@ -25,6 +25,11 @@ class MessageAccepted:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelRequested:
+    """A client ``cancel`` (or a slow-consumer close) for the active response."""
+
+
+@dataclass(frozen=True, slots=True)
 class RouteDecided:
     """The router decided and the pool picked ``worker`` for the response."""
 
@@ -115,6 +120,6 @@ class Attached:
 
 
 Event: TypeAlias = (
-    MessageAccepted | RouteDecided | WorkerPicked | WorkerToken | WorkerFinished | WorkerLostEvent | Failed
+    MessageAccepted | CancelRequested | RouteDecided | WorkerPicked | WorkerToken | WorkerFinished | WorkerLostEvent | Failed
     | Cancelled | Detached | GraceExpired | Attached
 )

@@ -139,6 +139,8 @@ class ConversationMachine:
             return self._failed(event)
         if isinstance(event, ev.Cancelled):
             return self._cancelled(event)
+        if isinstance(event, ev.CancelRequested):
+            return [act.CancelGeneration()] if self.active is not None else []
         if isinstance(event, ev.Detached):
             self.session.last_accessed = event.wall
             return [act.Save(self.session), act.StartGraceTimer(self.policy.resume_grace_s)]

@@ -207,7 +207,7 @@ class Gateway:
         turn.start_response(self, conn, msg, received)
 
     def cancel_response(self, conn: Connection) -> None:
-        turn.cancel_response(conn)
+        turn.cancel_response(self, conn)
 
     # ================================================================= conversations held here
     def register(self, session: Session) -> LiveSession:

@@ -68,10 +68,10 @@ def start_response(gw: Gateway, conn: Connection, msg: Message, received: float)
     live.task.add_done_callback(ended)
 
 
-def cancel_response(conn: Connection) -> None:
+def cancel_response(gw: Gateway, conn: Connection) -> None:
     live = conn.live
-    if live is not None and live.task is not None:
-        live.task.cancel()
+    if live is not None:
+        apply(gw, live, live.machine.handle(ev.CancelRequested()))
 
 
 async def respond(gw: Gateway, live: LiveSession, msg: Message) -> None:
@@ -184,7 +184,7 @@ def apply(gw: Gateway, live: LiveSession, actions: list[act.Action]) -> Next:
             _finished(gw, live, a)
         elif isinstance(a, act.CancelGeneration):
             if live.task is not None:
-                live.task.cancel()  # nobody came back for it: free the worker slot
+                live.task.cancel()  # its end comes back as Cancelled
         elif isinstance(a, act.StartGraceTimer):
             live.detach_timer = asyncio.get_running_loop().call_later(a.seconds, gw.expire_live, live)
         elif isinstance(a, act.Forget):

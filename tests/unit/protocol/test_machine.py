@@ -184,6 +184,14 @@ def test_cancel_mid_stream_keeps_the_partial_answer_and_logs_every_sent_token() 
     assert m.handle(ev.Cancelled(clock(), 1003.0)) == [], "a response ends once"
 
 
+def test_a_cancel_stops_the_generation_and_its_end_comes_back_as_cancelled() -> None:
+    clock, m = Clock(), machine()
+    assert m.handle(ev.CancelRequested()) == [], "nothing to cancel"
+    routed(m, clock)
+    assert of(m.handle(ev.CancelRequested()), act.CancelGeneration)
+    assert m.active is not None, "the response ends when its generation reports the cancel"
+
+
 def test_cancel_before_route_gets_done_alone() -> None:
     clock, m = Clock(), machine()
     m.handle(ev.MessageAccepted(Message(id="m1", text="hi"), "r1", clock()))
