@@ -157,20 +157,35 @@ def _patch_oldworker() -> None:
 def _patch_recordtoken() -> None:
     """Token frames built as ``Token``/``TokenStats`` records and encoded by ``to_wire`` (the generic
     record encoder) instead of the hot path's ``codec.token_values``: what the fast encoder saves."""
+    from rtserver.protocol import machine
     from rtserver.protocol.codec import to_wire
     from rtserver.protocol.frames import Seam, Token, TokenStats
-    from rtserver.server import app
 
     def token_values(response_id: str, seq: int, text: str, stats: dict[str, float],
                      seam: dict[str, str] | None = None) -> dict[str, Any]:
         return to_wire(Token(response_id=response_id, seq=seq, text=text, stats=TokenStats(**stats),
                              seam=Seam(**seam) if seam else None))
 
-    app.token_values = token_values  # type: ignore[assignment]
+    machine.token_values = token_values  # type: ignore[assignment]
 
 
 PATCHES = {"nometrics": _patch_nometrics, "faststats": _patch_faststats, "textbytes": _patch_textbytes,
            "enginehost": _patch_enginehost, "oldworker": _patch_oldworker, "recordtoken": _patch_recordtoken}
+
+
+def _patch_oldgateway() -> None:
+    """The whole gateway (and its embedded worker) run from another checkout (``RELAY_OLD_ROOT``),
+    for a before/after comparison in one run; must come first among the patches."""
+    import os
+
+    for name in [m for m in sys.modules if m == "rtserver" or m.startswith("rtserver.")]:
+        del sys.modules[name]  # bench.common imported rtserver.runner from this checkout
+    root = os.environ["RELAY_OLD_ROOT"]
+    sys.path.insert(0, root)
+    os.environ["PYTHONPATH"] = root  # the embedded worker process too
+
+
+PATCHES["oldgateway"] = _patch_oldgateway
 
 
 def serve_patched(patches: list[str], argv: list[str]) -> int:

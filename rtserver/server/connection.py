@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from rtserver.auth import Identity
-from rtserver.codes import CloseCode, ErrorCode
-from rtserver.exceptions import AuthUnavailable, ProtocolError, RateLimited, RtServerError, TokenExpired, Unauthorized
+from rtserver.codes import CloseCode
+from rtserver.exceptions import ProtocolError, RateLimited, RtServerError
 from rtserver.protocol.codec import Encoding, decode_client_frame, encode_payload, error_frame, to_wire
 from rtserver.protocol.conversation import Conversation
-from rtserver.protocol.frames import Cancel, Hello, Message, Ping, Pong, Refresh, Refreshed, TokenExpiring
+from rtserver.protocol.frames import Cancel, Hello, Message, Ping, Pong, Refresh
+from rtserver.server.identity import SocketIdentity
 from rtserver.server.outbox import Outbox
 from rtserver.server.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
-    from rtserver.server.app import Gateway
+    from rtserver.server.context import GatewayContext as Gateway
     from rtserver.server.live import LiveSession
 
 log = logging.getLogger("rtserver.connection")
@@ -44,13 +44,15 @@ class Connection:
         self._close: tuple[int, str] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
-        self.subject: str | None = None  # authenticated subject (auth on), else None
+        self.identity = SocketIdentity(self)  # who is on this socket (auth on), and until when
         self.query_token: str | None = None  # ?token= of the handshake, verified first thing in run()
-        self.expires_at: float | None = None  # the token's exp (unix seconds)
-        self._auth_timers: list[asyncio.TimerHandle] = []
-        self._warned_exp = 0.0  # expiry of the last token_expiring sent (one warning per expiry)
         self._progress = time.monotonic()  # when the writer last finished a send
         self._backed_since: float | None = None  # since when the outbox is backed up
+
+    @property
+    def subject(self) -> str | None:
+        """The authenticated subject (auth on), else None."""
+        return self.identity.subject
 
     # ------------------------------------------------------------------ output
     def send(self, frame: dict[str, Any]) -> None:
@@ -173,7 +175,7 @@ class Connection:
         self._writer = asyncio.create_task(self._write())
         try:
             if self.query_token is not None and self._close is None:
-                await self._authenticate(self.query_token)
+                await self.identity.authenticate(self.query_token)
             last_in = time.monotonic()
             while self._close is None:
                 # Idle: no client frame, no response running and nothing sent for idle_timeout_s.
@@ -190,7 +192,7 @@ class Connection:
                     continue
                 last_in = time.monotonic()
                 received = time.perf_counter()
-                if gw.verifier is not None and self.subject is None and not await self._authenticate_first(data):
+                if gw.verifier is not None and self.subject is None and not await self.identity.first_frame(data):
                     break
                 if not bucket.take(time.monotonic()):
                     # answered, but not an invalid frame: it does not count toward max_errors
@@ -214,79 +216,11 @@ class Connection:
                 elif isinstance(frame, Cancel):
                     gw.cancel_response(self)
                 elif isinstance(frame, Refresh):
-                    await self._refresh(frame)
+                    await self.identity.refresh(frame)
         except ConnectionClosed:
             pass
         finally:
             await self._shutdown()
-
-    # ------------------------------------------------------------------ authentication
-    async def _authenticate_first(self, data: str | bytes) -> bool:
-        """With auth on and no ``?token=``, the first frame must be ``hello`` with ``auth``;
-        anything else (even a malformed frame) is refused and closed without another answer."""
-        try:
-            frame = decode_client_frame(data, self.encoding, self.gw.limits)
-        except ProtocolError:
-            frame = None
-        token = frame.auth if isinstance(frame, Hello) else None
-        if token is None:
-            self.refuse(Unauthorized("authentication required: send hello.auth or ?token="))
-            return False
-        return await self._authenticate(token)
-
-    async def _authenticate(self, token: str) -> bool:
-        assert self.gw.verifier is not None
-        try:
-            self._set_identity(await self.gw.verifier.verify(token))
-        except (Unauthorized, AuthUnavailable) as exc:
-            self.refuse(exc)
-            return False
-        return True
-
-    async def _refresh(self, frame: Refresh) -> None:
-        """A new token for this socket: same subject, else the socket is closed (4001)."""
-        if self.gw.verifier is None:
-            self.send_error(ProtocolError(ErrorCode.INVALID_FIELD, "this server does not use connection tokens"))
-            return
-        try:
-            identity = await self.gw.verifier.verify(frame.auth)
-        except (Unauthorized, AuthUnavailable) as exc:
-            self.send_error(exc)  # the current token stays in force until it expires
-            return
-        if identity.subject != self.subject:
-            self.refuse(Unauthorized("a refreshed token must name the same subject"))
-            return
-        self._set_identity(identity)
-        self.send(to_wire(Refreshed(expires_at=identity.expires_at)))
-
-    def _set_identity(self, identity: Identity) -> None:
-        """Arm the warning (``token_expiring``) and the close (4005) for this token's expiry."""
-        self.subject = identity.subject
-        self.expires_at = identity.expires_at
-        self._cancel_auth_timers()
-        settings = self.gw.settings
-        left = identity.expires_at - time.time()
-        loop = asyncio.get_running_loop()
-        self._auth_timers = [
-            loop.call_later(max(0.0, left - settings.auth_expiry_warning_s), self._warn_expiry),
-            loop.call_later(max(0.0, left + settings.auth_leeway_s), self._expire),
-        ]
-
-    def _cancel_auth_timers(self) -> None:
-        for timer in self._auth_timers:
-            timer.cancel()
-        self._auth_timers = []
-
-    def _warn_expiry(self) -> None:
-        # A refresh with a token that expires no later than the one already warned about
-        # gets no second warning (a client re-sending a cached token must not loop).
-        if self.expires_at is not None and self.expires_at > self._warned_exp:
-            self._warned_exp = self.expires_at
-            in_ms = max(0.0, (self.expires_at - time.time()) * 1000.0)
-            self.send(to_wire(TokenExpiring(expires_at=self.expires_at, in_ms=round(in_ms, 1))))
-
-    def _expire(self) -> None:
-        self.refuse(TokenExpired("token expired; refresh it before it expires or reconnect with a new one"))
 
     def refuse(self, exc: RtServerError) -> None:
         """A fatal error frame, then close with the error's close code."""
@@ -312,7 +246,7 @@ class Connection:
                 pass
 
     async def _shutdown(self) -> None:
-        self._cancel_auth_timers()
+        self.identity.cancel_timers()
         if self.live is not None:
             self.gw.detach(self)
         if self._writer is not None:

@@ -59,7 +59,9 @@ async def test_conversations_through_the_lb_reach_both_gateways(cluster: Any) ->
         for first, second in zip(firsts, seconds, strict=True):
             _assert_complete(first)
             _assert_complete(second)
-            assert first.route is not None and first.route["decision"] == "full"
+            # routed on the first turn: by the classifier, or by the fast signals when its queue's
+            # predicted wait is over classifier_max_wait_ms (docs/routing.md), as on a loaded machine
+            assert first.route is not None and first.route["decision"] in ("full", "fast")
             assert second.route is not None and second.route["decision"] == "bypass"
             assert second.route["worker"] == first.route["worker"]
         open_per_gateway = [await asyncio.to_thread(_gauge, p, "rtserver_connections") for p in cluster.gateway_ports]
