@@ -310,9 +310,10 @@ def tok_values(stream_id: int, text: str, n: int, q: float | None) -> Wire:
 def tok_event(d: Mapping[str, Any]) -> TokenEvent:
     """``Tok.from_wire(d).event()`` on the token hot path: checks the fields an event carries."""
     text, n, q = d.get("text"), d.get("n"), d.get("q")
-    if type(text) is not str or type(n) is not int or (q is not None and type(q) is not float and type(q) is not int):
-        Tok.from_wire(d)  # raises, naming the field
-    return TokenEvent(text, n, q)  # type: ignore[arg-type]
+    if type(text) is str and type(n) is int and (q is None or type(q) is float or type(q) is int):
+        return TokenEvent(text, n, q)
+    Tok.from_wire(d)  # raises, naming the field
+    raise WorkerProtocolError("bad tok frame")  # not reached: the record rejects what this does
 
 
 @dataclass(frozen=True, slots=True)

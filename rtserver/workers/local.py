@@ -4,7 +4,8 @@ Used for the synthetic engine in tests and benchmarks (``--embedded-worker inpro
 the default embedded worker is a child process reached through ``WorkerClient``.
 It keeps the worker's rules (handle.py): admission (``capacity + max_queue``
 requests, beyond that a finish with error ``overloaded``), a flow-control window per
-generation, and ``state`` read from the engine's load whenever it is asked for.
+generation when one is configured, and ``state`` read from the engine's load whenever
+it is asked for.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from rtserver.workers.handle import WorkerState
 
 
 class LocalWorker:
-    def __init__(self, engine: Engine, *, name: str = "local", window: int = 64, max_queue: int = 64) -> None:
-        """``window``: tokens a generation may run ahead of its consumer's acknowledgements (0: no flow control);
-        ``max_queue``: requests admitted beyond the engine's capacity."""
+    def __init__(self, engine: Engine, *, name: str = "local", window: int = 0, max_queue: int = 64) -> None:
+        """``window``: tokens a generation may run ahead of its consumer's acknowledgements (0, the default:
+        no flow control, so a slow client fills its bounded outbox instead); ``max_queue``: requests
+        admitted beyond the engine's capacity (a worker's ``--max-queue``)."""
         self.engine = engine
         self.window = window
         self.max_queue = max_queue
