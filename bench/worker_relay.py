@@ -9,7 +9,8 @@ and CPU seconds (user + system, from /proc) of the worker process and its childr
 machine: it does not count the time the worker waits for a core. Targets, in
 alternation: ``inline`` (the engine in the worker's loop) and ``process`` (the engine in
 an engine host process), and with ``--old-root`` (a checkout before a change) the same
-two of that checkout first, ``old-inline`` and ``old-process``. Results:
+two of that checkout first, ``old-inline`` and ``old-process`` (so the old checkout must
+have ``--engine-host``; earlier quotes in docs/BENCHMARKS.md used one target ``old``). Results:
 bench/results/worker_relay.json.
 """
 
