@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import msgpack
@@ -128,3 +130,14 @@ def test_a_gen_without_a_response_id_takes_its_wire_id() -> None:
     frame = msgpack.unpackb(msgpack.packb({"t": "gen", "id": 5, "messages": [["user", "hi"]]}))
     assert Gen.from_wire(frame).request.request_id == "5"
     assert Gen.from_wire(frame).request.params == SamplingParams()
+
+
+def test_the_worker_wire_imports_no_io_libraries() -> None:
+    """frames.py and wire.py are pure: a worker, a gateway or a fuzzer can use them without an event loop."""
+    code = (
+        "import sys\n"
+        "import rtserver.workers.frames, rtserver.workers.wire\n"
+        "print(','.join(m for m in ('asyncio', 'websockets', 'redis', 'onnxruntime') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
