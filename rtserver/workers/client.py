@@ -74,7 +74,8 @@ class WorkerClient:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"worker:{self.address}")
         if wait:
-            await asyncio.wait_for(self._connected.wait(), self._connect_timeout)
+            async with asyncio.timeout(self._connect_timeout):
+                await self._connected.wait()
 
     async def close(self) -> None:
         self._closing = True
@@ -94,7 +95,8 @@ class WorkerClient:
         backoff = 0.05
         while not self._closing:
             try:
-                reader, writer = await asyncio.wait_for(self._open(), self._connect_timeout)
+                async with asyncio.timeout(self._connect_timeout):
+                    reader, writer = await self._open()
             except (TimeoutError, OSError):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -113,9 +115,13 @@ class WorkerClient:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         decoder = FrameReader()
-        while True:
+        while not self._closing:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands
+            # as the read completes (a heartbeat every 0.5 s makes that likely), and close()
+            # then waited forever on a loop that went on reading.
             try:
-                data = await asyncio.wait_for(reader.read(65536), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    data = await reader.read(65536)
             except TimeoutError:
                 raise TimeoutError(f"heartbeat timeout: nothing received for {self._timeout:g} s") from None
             if not data:
