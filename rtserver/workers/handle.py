@@ -13,7 +13,7 @@ Contract:
   with the usage. A request beyond the worker's admission bound (``capacity +
   max_queue`` requests in flight) finishes at once with reason ``error`` and error
   ``overloaded`` (``draining`` while the worker drains). Iterating raises ``WorkerLost``
-  when the worker goes away first (``LocalWorker`` never does).
+  when the worker goes away first (for ``LocalWorker``: when it is not running).
 * ``Generation.aclose()`` before the finish cancels the request and frees its slot:
   ``state.inflight`` counts it no more once ``state`` is next refreshed.
 * Flow control: a generation has a window of ``Credit.window`` tokens. Until
