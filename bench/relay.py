@@ -169,23 +169,34 @@ def _patch_recordtoken() -> None:
     machine.token_values = token_values  # type: ignore[assignment]
 
 
-PATCHES = {"nometrics": _patch_nometrics, "faststats": _patch_faststats, "textbytes": _patch_textbytes,
-           "enginehost": _patch_enginehost, "oldworker": _patch_oldworker, "recordtoken": _patch_recordtoken}
-
-
-def _patch_oldgateway() -> None:
-    """The whole gateway (and its embedded worker) run from another checkout (``RELAY_OLD_ROOT``),
-    for a before/after comparison in one run; must come first among the patches."""
+def _run_from(root: str) -> None:
     import os
 
-    for name in [m for m in sys.modules if m == "rtserver" or m.startswith("rtserver.")]:
-        del sys.modules[name]  # bench.common imported rtserver.runner from this checkout
-    root = os.environ["RELAY_OLD_ROOT"]
+    os.environ["PYTHONPATH"] = root  # the embedded worker process
     sys.path.insert(0, root)
-    os.environ["PYTHONPATH"] = root  # the embedded worker process too
+    for name in [m for m in sys.modules if m == "rtserver" or m.startswith("rtserver.")]:
+        del sys.modules[name]  # bench.common imported this checkout's rtserver.runner
 
 
-PATCHES["oldgateway"] = _patch_oldgateway
+def _patch_oldroot() -> None:
+    """The whole server, gateway and embedded worker, run from another checkout (``RELAY_OLD_ROOT``):
+    the code before a change, measured in the same run as the code after it. Use it alone, against
+    ``+newroot`` (this checkout, started the same way)."""
+    import os
+
+    _run_from(os.environ["RELAY_OLD_ROOT"])
+
+
+def _patch_newroot() -> None:
+    """This checkout, started exactly as ``+oldroot`` starts the other one (the fair "after")."""
+    from bench.common import ROOT
+
+    _run_from(str(ROOT))
+
+
+PATCHES = {"nometrics": _patch_nometrics, "faststats": _patch_faststats, "textbytes": _patch_textbytes,
+           "enginehost": _patch_enginehost, "oldworker": _patch_oldworker, "recordtoken": _patch_recordtoken,
+           "oldroot": _patch_oldroot, "newroot": _patch_newroot}
 
 
 def serve_patched(patches: list[str], argv: list[str]) -> int:

@@ -7,9 +7,11 @@ process: ``--streams`` requests at once, ``--tokens`` tokens each. Measured: tok
 and CPU seconds (user + system, from /proc) of the worker process and its children
 (the engine host) per token. CPU time per token is steadier than throughput on a busy
 machine: it does not count the time the worker waits for a core. Targets, in
-alternation: ``old`` (the worker of ``--old-root``, a checkout before a change),
-``inline`` (the engine in the worker's loop) and ``process`` (the engine in an engine
-host process). Results: bench/results/worker_relay.json.
+alternation: ``inline`` (the engine in the worker's loop) and ``process`` (the engine in
+an engine host process), and with ``--old-root`` (a checkout before a change) the same
+two of that checkout first, ``old-inline`` and ``old-process`` (so the old checkout must
+have ``--engine-host``; earlier quotes in docs/BENCHMARKS.md used one target ``old``). Results:
+bench/results/worker_relay.json.
 """
 
 from __future__ import annotations
@@ -73,11 +75,10 @@ async def drive(address: str, streams: int, tokens: int) -> tuple[int, float]:
 
 
 def run(target: str, args: argparse.Namespace) -> dict[str, Any]:
-    root = Path(args.old_root).resolve() if target == "old" else ROOT
+    root = Path(args.old_root).resolve() if target.startswith("old-") else ROOT
     cmd = [sys.executable, "-m", "rtserver", "worker", "--engine", "synthetic", "--listen", "127.0.0.1:0",
-           "--synthetic-rate", "0", "--synthetic-tokens", str(args.tokens), "--log-level", "warning"]
-    if target != "old":
-        cmd += ["--engine-host", target]
+           "--synthetic-rate", "0", "--synthetic-tokens", str(args.tokens), "--log-level", "warning",
+           "--engine-host", target.removeprefix("old-")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=root,
                             env={**os.environ, "PYTHONPATH": str(root)})
     try:
@@ -97,13 +98,13 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--old-root", default="")
     args = p.parse_args()
-    targets = (["old"] if args.old_root else []) + ["inline", "process"]
+    targets = (["old-inline", "old-process"] if args.old_root else []) + ["inline", "process"]
     runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
     for rep in range(args.repeat):
         for t in targets if rep % 2 == 0 else list(reversed(targets)):
             r = run(t, args)
             runs[t].append(r)
-            print(f"run {rep + 1} {t:8} {r['tokens_per_s']:10,.0f} tok/s  {r['cpu_us_per_token']:6.1f} µs CPU/token",
+            print(f"run {rep + 1} {t:11} {r['tokens_per_s']:10,.0f} tok/s  {r['cpu_us_per_token']:6.1f} µs CPU/token",
                   flush=True)
     base = statistics.median(r["cpu_us_per_token"] for r in runs[targets[0]])
     rows = []
@@ -112,8 +113,11 @@ def main() -> None:
         cpu = statistics.median(r["cpu_us_per_token"] for r in rs)
         tps = statistics.median(r["tokens_per_s"] for r in rs)
         summary[t] = {"cpu_us_per_token": cpu, "tokens_per_s": tps, "cpu_vs_first": cpu / base}
-        rows.append([t, f"{tps:,.0f}", f"{cpu:.1f}", f"{cpu / base:.2f}x"])
-    print(table(["worker", "tok/s (median)", "CPU µs/token (median)", f"CPU vs {targets[0]}"], rows))
+        old = summary.get(f"old-{t}")
+        vs_old = f"{cpu / old['cpu_us_per_token']:.2f}x" if old else ""
+        rows.append([t, f"{tps:,.0f}", f"{cpu:.1f}", f"{cpu / base:.2f}x", vs_old])
+    print(table(["worker", "tok/s (median)", "CPU µs/token (median)", f"CPU vs {targets[0]}", "CPU vs old-same"],
+                rows))
     path = write_results("worker_relay", {"args": vars(args), "runs": runs, "summary": summary})
     print(f"wrote {path}")
 

@@ -175,7 +175,8 @@ class Gateway:
              "inflight": w.state.inflight, "admitting": w.state.admitting}
             for w in self.pool.workers
         ]
-        store_ok = self.writer is not None and not self.writer.degraded and getattr(self.store, "available", True)
+        store_ok = (self.writer is not None and not self.writer.degraded
+                    and self.store is not None and self.store.available)
         if not self.ready or self.draining or not any(w["alive"] for w in workers):
             status = "unavailable"
         else:

@@ -131,8 +131,8 @@ async def _stream(gw: Gateway, live: LiveSession, handles: dict[str, WorkerHandl
     m = gw.metrics
     worker = handles[gen.worker]
     try:
-        async with contextlib.aclosing(worker.generate(gen.request)) as events:  # type: ignore[type-var]
-            live.credit = events.take_credit() if hasattr(events, "take_credit") else None  # flow control
+        async with contextlib.aclosing(worker.generate(gen.request)) as events:
+            live.credit = events.take_credit()  # flow control (None: the stream has none)
             async for e in events:
                 if isinstance(e, TokenEvent):
                     apply(gw, live, machine.handle(ev.WorkerToken(e.text, e.tokens, e.queue_ms, time.perf_counter())))

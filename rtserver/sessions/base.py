@@ -16,6 +16,9 @@ Contract (tests/contract/test_session_store.py runs it against every backend):
   to a response's replay log (capped, short TTL); ``read_frames`` returns those with
   ``seq > after`` in order, or ``None`` when the log is gone.
 * Any backend failure raises ``StoreError`` (``StoreUnavailable``/``StoreTimeout``).
+* ``available`` is whether the last call reached the backend: False from a call that
+  failed (or a ``healthy()`` that found the backend down) until one succeeds. It costs
+  nothing to read (no I/O), so readiness probes use it.
 """
 
 from __future__ import annotations
@@ -97,6 +100,11 @@ class Session:
 
 class SessionStore(Protocol):
     name: str
+
+    @property
+    def available(self) -> bool:
+        """The last call reached the backend (``healthy()`` refreshes it); never does I/O."""
+        ...
 
     async def create(self, session: Session) -> None: ...
 

@@ -19,6 +19,7 @@ from rtserver.sessions.base import Session
 
 class MemorySessionStore:
     name = "memory"
+    available = True  # one process: the store is there whenever the gateway is
 
     def __init__(
         self,

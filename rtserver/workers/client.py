@@ -16,34 +16,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
-from rtserver.engines.base import EngineEvent, FinishEvent, GenerateRequest, TokenEvent
+from rtserver.engines.base import EngineEvent, GenerateRequest
 from rtserver.exceptions import WorkerLost, WorkerProtocolError
-from rtserver.workers.wire import FrameReader, gen_frame, pack
+from rtserver.workers.credit import Credit
+from rtserver.workers.frames import Cancel, Done, Gen, Grant, Load, Ready, tok_event
+from rtserver.workers.handle import WorkerState
+from rtserver.workers.wire import FrameReader, pack
+
+__all__ = ["Credit", "WorkerClient", "WorkerState", "WorkerStream"]
 
 log = logging.getLogger("rtserver.workers")
-
-
-@dataclass(slots=True)
-class WorkerState:
-    name: str
-    address: str
-    engine: str = "?"
-    model: str = "?"
-    modalities: frozenset[str] = frozenset({"text"})
-    capacity: int = 1
-    active: int = 0
-    waiting: int = 0
-    draining: bool = False
-    inflight: int = 0  # requests holding an admission slot on the worker (all gateways)
-    admitting: bool = True  # the worker would accept a request now (false: it answers overloaded)
-    last_seen: float = 0.0
-    pid: int = 0
-    continues: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _LOST = object()
@@ -90,7 +74,8 @@ class WorkerClient:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"worker:{self.address}")
         if wait:
-            await asyncio.wait_for(self._connected.wait(), self._connect_timeout)
+            async with asyncio.timeout(self._connect_timeout):
+                await self._connected.wait()
 
     async def close(self) -> None:
         self._closing = True
@@ -110,7 +95,8 @@ class WorkerClient:
         backoff = 0.05
         while not self._closing:
             try:
-                reader, writer = await asyncio.wait_for(self._open(), self._connect_timeout)
+                async with asyncio.timeout(self._connect_timeout):
+                    reader, writer = await self._open()
             except (TimeoutError, OSError):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -129,9 +115,13 @@ class WorkerClient:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         decoder = FrameReader()
-        while True:
+        while not self._closing:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands
+            # as the read completes (a heartbeat every 0.5 s makes that likely), and close()
+            # then waited forever on a loop that went on reading.
             try:
-                data = await asyncio.wait_for(reader.read(65536), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    data = await reader.read(65536)
             except TimeoutError:
                 raise TimeoutError(f"heartbeat timeout: nothing received for {self._timeout:g} s") from None
             if not data:
@@ -140,22 +130,20 @@ class WorkerClient:
             for frame in decoder.feed(data):
                 kind = frame["t"]
                 if kind == "tok" or kind == "done":
-                    queue = self._streams.get(frame["id"])
+                    sid = frame.get("id")
+                    queue = self._streams.get(sid) if type(sid) is int else None
                     if queue is not None:
                         queue.put_nowait(frame)
                 elif kind == "load":
+                    load = Load.from_wire(frame)
                     s = self.state
-                    s.active, s.waiting = frame["active"], frame["waiting"]
-                    s.capacity, s.draining = frame["capacity"], frame["draining"]
-                    s.inflight = frame.get("inflight", 0)
-                    s.admitting = frame.get("admitting", not s.draining)
+                    s.active, s.waiting, s.capacity, s.draining = load.active, load.waiting, load.capacity, load.draining
+                    s.inflight, s.admitting = load.inflight, load.admitting
                 elif kind == "ready":
+                    ready = Ready.from_wire(frame)
                     s = self.state
-                    s.name = frame["name"]
-                    s.engine, s.model = frame["engine"], frame["model"]
-                    s.modalities = frozenset(frame["modalities"])
-                    s.capacity, s.pid = frame["capacity"], frame["pid"]
-                    s.continues = bool(frame.get("continues", False))
+                    s.name, s.engine, s.model, s.modalities = ready.name, ready.engine, ready.model, ready.modalities
+                    s.capacity, s.pid, s.continues = ready.capacity, ready.pid, ready.continues
                     s.draining = False
                     self._writer = writer
                     self.generation += 1
@@ -180,36 +168,6 @@ class WorkerClient:
         writer = self._writer
         if writer is not None:
             writer.write(pack(frame))
-
-
-class Credit:
-    """The gateway's side of one stream's window (docs/worker-protocol.md, "Flow control").
-
-    ``outstanding`` counts ``tok`` frames received and not yet acknowledged; the worker
-    stops the stream when it reaches ``window``. ``ack(n)`` returns credit, in batches of
-    at least half a window (one ``credit`` frame per batch).
-    """
-
-    __slots__ = ("_grant", "_owed", "acked", "outstanding", "window")
-
-    def __init__(self, window: int, grant: Callable[[int], None]) -> None:
-        self.window = window
-        self._grant = grant
-        self._owed = 0
-        self.outstanding = 0
-        self.acked = 0  # ever acknowledged: progress, for a stall watch
-
-    @property
-    def paused(self) -> bool:
-        return self.outstanding >= self.window
-
-    def ack(self, n: int = 1) -> None:
-        self.outstanding = max(0, self.outstanding - n)
-        self.acked += n
-        self._owed += n
-        if self._owed * 2 >= self.window:
-            owed, self._owed = self._owed, 0
-            self._grant(owed)
 
 
 class WorkerStream:
@@ -245,14 +203,12 @@ class WorkerStream:
         self._writer = writer
         c._streams[wire_id] = self._queue
         c._pending += 1
-        frame = gen_frame(wire_id, self._request)
-        if self.credit is not None:
-            frame["win"] = self.credit.window
-        writer.write(pack(frame))
+        win = self.credit.window if self.credit is not None else None
+        writer.write(pack(Gen(wire_id, self._request, win).to_wire()))
 
     def _grant(self, n: int) -> None:
         if not self._finished and self._client._writer is self._writer:
-            self._client._send({"t": "credit", "id": self._wire_id, "n": n})
+            self._client._send(Grant(self._wire_id, n).to_wire())
 
     async def __anext__(self) -> EngineEvent:
         if self._finished or self._closed:
@@ -273,16 +229,22 @@ class WorkerStream:
                 credit.outstanding += 1
                 if self._auto_ack:
                     credit.ack(1)
-            return TokenEvent(frame["text"], frame.get("n", 1), frame.get("q"))
+            try:
+                return tok_event(frame)
+            except WorkerProtocolError as exc:
+                self._fail(exc)
+        try:
+            done = Done.from_wire(frame)
+        except WorkerProtocolError as exc:
+            self._fail(exc)
         self._end()
-        return FinishEvent(
-            reason=frame["reason"],
-            prompt_tokens=frame.get("prompt", 0),
-            completion_tokens=frame.get("completion", 0),
-            queue_ms=frame.get("queue_ms", 0.0),
-            error=frame.get("error"),
-            cached_tokens=frame.get("cached", 0),
-        )
+        return done.event()
+
+    def _fail(self, exc: WorkerProtocolError) -> NoReturn:
+        """A malformed frame for this stream: it ends as lost (the worker cannot be trusted with it)."""
+        self._end()
+        self._cancel_on_worker()
+        raise WorkerLost(f"worker {self._client.state.name} sent a bad frame: {exc}") from None
 
     def _end(self) -> None:
         if not self._finished:
@@ -290,13 +252,16 @@ class WorkerStream:
             self._client._streams.pop(self._wire_id, None)
             self._client._pending -= 1
 
+    def _cancel_on_worker(self) -> None:
+        if self._writer is not None and self._client._writer is self._writer:
+            with contextlib.suppress(Exception):
+                self._writer.write(pack(Cancel(self._wire_id).to_wire()))
+
     def __del__(self) -> None:  # dropped without aclose() (a ``break`` out of ``async for``): cancel it too
         if self._writer is not None and not self._finished:
             self._closed = True
             self._end()
-            if self._client._writer is self._writer:
-                with contextlib.suppress(Exception):
-                    self._writer.write(pack({"t": "cancel", "id": self._wire_id}))
+            self._cancel_on_worker()
 
     async def aclose(self) -> None:
         """Stop the stream; a request still running on the worker is cancelled there."""
@@ -305,7 +270,5 @@ class WorkerStream:
         self._closed = True
         if self._writer is not None and not self._finished:
             self._end()
-            if self._client._writer is self._writer:
-                with contextlib.suppress(Exception):
-                    self._writer.write(pack({"t": "cancel", "id": self._wire_id}))
+            self._cancel_on_worker()
         self._finished = True

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from rtserver.engines.base import Engine, EngineInfo, EngineLoad
 from rtserver.exceptions import EngineError, WorkerProtocolError
+from rtserver.workers.frames import Fail, HostLoad, HostReady
 from rtserver.workers.runner import KV_STATS, Runner, kv_stats_of
 from rtserver.workers.wire import FrameReader, pack
 
@@ -179,7 +180,7 @@ class HostLink:
         self._out = _Batcher(asyncio.get_running_loop())
         self._load = EngineLoad(0, 0, spec.capacity)
         self._on_frame: OnFrame | None = None
-        self._ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._ready: asyncio.Future[HostReady | Fail] = asyncio.get_running_loop().create_future()
         self._closing = False
         self._kv: dict[str, int] | None = None
 
@@ -209,13 +210,13 @@ class HostLink:
             why = self.lost.result() if self.lost.done() else "timed out"
             raise EngineError(f"engine host did not start ({why})")
         ready = self._ready.result()
-        if ready["t"] == "fail":
+        if isinstance(ready, Fail):
             await self.close()
-            raise EngineError(ready["error"])
-        self.info = EngineInfo(engine=ready["engine"], model_id=ready["model"], modalities=frozenset(ready["modalities"]),
-                               capacity=int(ready["capacity"]), continues=bool(ready["continues"]))
+            raise EngineError(ready.error)
+        self.info = EngineInfo(engine=ready.engine, model_id=ready.model, modalities=ready.modalities,
+                               capacity=ready.capacity, continues=ready.continues)
         self._load = EngineLoad(0, 0, self.info.capacity)
-        if ready.get("kv"):
+        if ready.kv:
             self._kv = {name: 0 for name in KV_STATS}
         self.lost.add_done_callback(self._log_loss)
 
@@ -230,14 +231,16 @@ class HostLink:
         return self.proc.pid if self.proc is not None else 0
 
     def _frame(self, frame: dict[str, Any]) -> None:
+        """A frame from the engine host; raises ``WorkerProtocolError`` for a malformed one (the channel is lost)."""
         kind = frame["t"]
         if kind == "load":
-            self._load = EngineLoad(frame["active"], frame["waiting"], frame["capacity"])
-            if "kv" in frame:
-                self._kv = frame["kv"]
-        elif kind in ("ready", "fail"):
+            load = HostLoad.from_wire(frame)
+            self._load = EngineLoad(load.active, load.waiting, load.capacity)
+            if load.kv is not None:
+                self._kv = dict(load.kv)
+        elif kind == "ready" or kind == "fail":
             if not self._ready.done():
-                self._ready.set_result(frame)
+                self._ready.set_result(HostReady.from_wire(frame) if kind == "ready" else Fail.from_wire(frame))
         else:
             assert self._on_frame is not None
             self._on_frame(frame)
@@ -314,21 +317,20 @@ async def _host(fd: int, spec: EngineSpec) -> int:
         await start_with_progress(engine)
     except Exception as exc:
         log.exception("engine host: the engine did not start")
-        out.write({"t": "fail", "error": f"{type(exc).__name__}: {exc}"})
+        out.write(Fail(f"{type(exc).__name__}: {exc}").to_wire())
         out.flush()
         transport.close()
         return 1
     info = engine.info
-    out.write({"t": "ready", "engine": info.engine, "model": info.model_id, "modalities": sorted(info.modalities),
-               "capacity": info.capacity, "continues": info.continues, "pid": os.getpid(),
-               "kv": kv_stats_of(engine) is not None})
+    out.write(HostReady(info.engine, info.model_id, info.modalities, info.capacity, info.continues, os.getpid(),
+                        kv_stats_of(engine) is not None).to_wire())
     runner = Runner(engine, out.write)
 
     def report_load() -> None:
         assert runner is not None
-        frame = runner.load_changed()
-        if frame is not None:
-            out._buf += pack(frame)
+        load = runner.load_changed()
+        if load is not None:
+            out._buf += pack(load.to_wire())
 
     out.before_flush = report_load
 
@@ -336,8 +338,8 @@ async def _host(fd: int, spec: EngineSpec) -> int:
         while True:
             await asyncio.sleep(LOAD_TICK_S)
             assert runner is not None
-            if (frame := runner.load_changed()) is not None:
-                out.write(frame)
+            if (load := runner.load_changed()) is not None:
+                out.write(load.to_wire())
 
     ticker = asyncio.create_task(tick())
     for frame in early:

@@ -10,30 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
-from typing import Protocol
+from collections.abc import Iterable
 
-from rtserver.engines.base import EngineEvent, GenerateRequest
 from rtserver.exceptions import NoWorkerAvailable
-from rtserver.workers.client import WorkerState
+from rtserver.workers.handle import WorkerHandle
 
-
-class WorkerHandle(Protocol):
-    address: str
-    state: WorkerState
-    generation: int
-
-    @property
-    def alive(self) -> bool: ...
-
-    @property
-    def score(self) -> float: ...
-
-    async def connect(self, *, wait: bool = True) -> None: ...
-
-    async def close(self) -> None: ...
-
-    def generate(self, request: GenerateRequest) -> AsyncIterator[EngineEvent]: ...
+__all__ = ["WorkerHandle", "WorkerPool"]
 
 
 class WorkerPool:

@@ -28,7 +28,7 @@ from typing import Any
 
 from rtserver.engines.base import Engine, FinishEvent, TokenEvent
 from rtserver.exceptions import WorkerProtocolError
-from rtserver.workers.wire import request_from_frame
+from rtserver.workers.frames import Cancel, Done, Gen, Grant, HostLoad, tok_values
 
 log = logging.getLogger("rtserver.runner")
 
@@ -58,22 +58,23 @@ class Runner:
 
     # ------------------------------------------------------------------ frames in
     def handle(self, frame: dict[str, Any]) -> None:
+        """One frame in; raises ``WorkerProtocolError`` for a malformed one (unknown types are ignored)."""
         kind = frame["t"]
         if kind == "gen":
-            self.submit(frame)
+            self.submit(Gen.from_wire(frame))
         elif kind == "cancel":
-            self.cancel(int(frame["id"]))
+            self.cancel(Cancel.from_wire(frame).id)
         elif kind == "credit":
-            self.credit(int(frame["id"]), int(frame["n"]))
+            grant = Grant.from_wire(frame)
+            self.credit(grant.id, grant.n)
 
-    def submit(self, frame: dict[str, Any]) -> None:
-        stream_id = int(frame["id"])
+    def submit(self, gen: Gen) -> None:
+        stream_id = gen.id
         if stream_id in self._streams:
             raise WorkerProtocolError(f"stream {stream_id} is already running")
-        win = frame.get("win")
-        stream = _Stream(stream_id, int(win) if win is not None else None)
+        stream = _Stream(stream_id, gen.win)
         self._streams[stream_id] = stream
-        stream.task = asyncio.get_running_loop().create_task(self._run(stream, frame))
+        stream.task = asyncio.get_running_loop().create_task(self._run(stream, gen))
         stream.task.add_done_callback(lambda task: self._finished(stream, task))
 
     def cancel(self, stream_id: int) -> None:
@@ -99,7 +100,7 @@ class Runner:
         while self._streams:
             await asyncio.gather(*(s.task for s in list(self._streams.values()) if s.task), return_exceptions=True)
 
-    def load_changed(self) -> dict[str, Any] | None:
+    def load_changed(self) -> HostLoad | None:
         """A ``load`` frame when the engine's load differs from the last one reported."""
         load = self.engine.load()
         kv = kv_stats_of(self.engine)
@@ -107,17 +108,13 @@ class Runner:
         if now == self._last_load:
             return None
         self._last_load = now
-        frame: dict[str, Any] = {"t": "load", "active": load.active, "waiting": load.waiting, "capacity": load.capacity}
-        if kv is not None:
-            frame["kv"] = dict(kv)
-        return frame
+        return HostLoad(load.active, load.waiting, load.capacity, None if kv is None else dict(kv))
 
     # ------------------------------------------------------------------ one stream
-    async def _run(self, stream: _Stream, frame: dict[str, Any]) -> None:
+    async def _run(self, stream: _Stream, gen: Gen) -> None:
         emit = self._emit
         sid = stream.id
-        request = request_from_frame(frame)
-        async with contextlib.aclosing(self.engine.generate(request)) as events:  # type: ignore[type-var]
+        async with contextlib.aclosing(self.engine.generate(gen.request)) as events:  # type: ignore[type-var]
             async for event in events:
                 if isinstance(event, TokenEvent):
                     if stream.credit is not None:
@@ -126,31 +123,26 @@ class Runner:
                             await stream.wake
                             stream.wake = None
                         stream.credit -= 1
-                    tok: dict[str, Any] = {"t": "tok", "id": sid, "text": event.text, "n": event.tokens}
-                    if event.queue_ms is not None:
-                        tok["q"] = event.queue_ms
-                    emit(tok)
+                    emit(tok_values(sid, event.text, event.tokens, event.queue_ms))
                 elif isinstance(event, FinishEvent):
                     stream.done = True
-                    emit(done_frame(sid, event))
+                    emit(Done.of(sid, event).to_wire())
                     return
         stream.done = True
-        emit({"t": "done", "id": sid, "reason": "error", "prompt": 0, "completion": 0,
-              "error": "engine stream ended without a finish"})
+        emit(Done.failed(sid, "engine stream ended without a finish").to_wire())
 
     def _finished(self, stream: _Stream, task: asyncio.Task[None]) -> None:
         self._streams.pop(stream.id, None)
         if stream.done:
             return
         if task.cancelled():
-            frame: dict[str, Any] = {"t": "done", "id": stream.id, "reason": "cancelled", "prompt": 0, "completion": 0}
+            done = Done(stream.id, "cancelled")
         else:
             exc = task.exception()
             log.error("generation %s failed: %r", stream.id, exc)
-            frame = {"t": "done", "id": stream.id, "reason": "error", "prompt": 0, "completion": 0,
-                     "error": str(exc) or type(exc).__name__}
+            done = Done.failed(stream.id, str(exc) or type(exc).__name__)
         stream.done = True
-        self._emit(frame)
+        self._emit(done.to_wire())
 
 
 def kv_stats_of(engine: object) -> tuple[tuple[str, int], ...] | None:
@@ -164,18 +156,3 @@ def kv_stats_of(engine: object) -> tuple[tuple[str, int], ...] | None:
 
 KV_STATS = ("retained_tokens", "retained_conversations", "hits", "misses", "evictions", "reused_tokens")
 
-
-def done_frame(stream_id: int, event: FinishEvent) -> dict[str, Any]:
-    frame: dict[str, Any] = {
-        "t": "done",
-        "id": stream_id,
-        "reason": event.reason,
-        "prompt": event.prompt_tokens,
-        "completion": event.completion_tokens,
-        "queue_ms": event.queue_ms,
-    }
-    if event.error:
-        frame["error"] = event.error
-    if event.cached_tokens:
-        frame["cached"] = event.cached_tokens
-    return frame

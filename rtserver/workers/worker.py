@@ -39,6 +39,7 @@ from typing import Any
 from rtserver.engines.base import Engine
 from rtserver.exceptions import EngineError, WorkerProtocolError
 from rtserver.metrics import WorkerMetrics
+from rtserver.workers.frames import Cancel, Done, Gen, Grant, Load, Ping, Pong, Ready
 from rtserver.workers.host import EngineLink, EngineSpec, HostLink, InlineLink
 from rtserver.workers.wire import FrameReader, pack
 
@@ -114,35 +115,16 @@ class WorkerServer:
     def limit(self) -> int:
         return self.link.info.capacity + self.settings.max_queue
 
-    def ready_frame(self) -> dict[str, Any]:
+    def ready_frame(self) -> Ready:
         info = self.link.info
-        return {
-            "t": "ready",
-            "name": self.settings.name,
-            "engine": info.engine,
-            "model": info.model_id,
-            "modalities": sorted(info.modalities),
-            "capacity": info.capacity,
-            "continues": info.continues,
-            "pid": os.getpid(),
-        }
+        return Ready(self.settings.name, info.engine, info.model_id, info.modalities, info.capacity, info.continues,
+                     os.getpid())
 
-    def load_frame(self) -> dict[str, Any]:
+    def load_frame(self) -> Load:
         load = self.link.load()
-        frame: dict[str, Any] = {
-            "t": "load",
-            "active": load.active,
-            "waiting": load.waiting,
-            "capacity": load.capacity,
-            "inflight": self.inflight,
-            "cancelling": len(self._cancelling),
-            "limit": self.limit,
-            "admitting": self.admitting,
-            "draining": self.draining,
-        }
-        if (kv := self.link.kv_stats()) is not None:
-            frame["kv"] = vars(kv)
-        return frame
+        kv = self.link.kv_stats()
+        return Load(load.active, load.waiting, load.capacity, self.inflight, len(self._cancelling), self.limit,
+                    self.admitting, self.draining, None if kv is None else vars(kv))
 
     async def start(self) -> None:
         listen = self.settings.listen
@@ -172,7 +154,11 @@ class WorkerServer:
 
     # ------------------------------------------------------------------ engine → gateways
     def on_engine_frame(self, frame: dict[str, Any]) -> None:
-        """A ``tok`` or ``done`` from the engine: relay it to the gateway that asked (batched per turn)."""
+        """A ``tok`` or ``done`` from the engine: relay it to the gateway that asked (batched per turn).
+
+        The frame (built by ``tok_values`` / ``Done.to_wire`` in runner.py) is relayed as it
+        came, its ``id`` rewritten to the gateway's: no record is rebuilt per token.
+        """
         stream = self._streams.get(frame["id"])
         if stream is None:
             if frame["t"] == "done":
@@ -220,30 +206,24 @@ class WorkerServer:
         self._dirty.clear()
 
     # ------------------------------------------------------------------ gateway → engine
-    def _gen(self, conn: _Conn, frame: dict[str, Any]) -> None:
-        wire_id = int(frame["id"])
+    def _gen(self, conn: _Conn, gen: Gen) -> None:
+        wire_id = gen.id
         if not self.admitting or wire_id in conn.streams:
             why = "draining" if self.draining else "overloaded" if wire_id not in conn.streams else "duplicate id"
             if self.metrics is not None and why != "duplicate id":
                 self.metrics.rejected.labels(why).inc()
-            self._queue(conn, {"t": "done", "id": wire_id, "reason": "error", "prompt": 0, "completion": 0,
-                               "error": why})
+            self._queue(conn, Done.failed(wire_id, why).to_wire())
             return
         self._next_id += 1
         stream = _Stream(conn, wire_id, self._next_id, time.perf_counter())
         self._streams[stream.host_id] = stream
         conn.streams[wire_id] = stream
-        frame["id"] = stream.host_id
-        self.link.send(frame)
+        self.link.send(Gen(stream.host_id, gen.request, gen.win).to_wire())
 
-    def _to_stream(self, conn: _Conn, frame: dict[str, Any]) -> None:
-        stream = conn.streams.get(int(frame["id"]))
+    def _credit(self, conn: _Conn, grant: Grant) -> None:
+        stream = conn.streams.get(grant.id)
         if stream is not None:
-            if frame["t"] == "cancel":
-                self._cancel(stream)
-            else:
-                frame["id"] = stream.host_id
-                self.link.send(frame)
+            self.link.send(Grant(stream.host_id, grant.n).to_wire())
 
     def _cancel(self, stream: _Stream) -> None:
         """Answer ``done`` cancelled now and free the slot; the engine's own ``done`` is dropped."""
@@ -254,10 +234,9 @@ class WorkerServer:
         conn = stream.conn
         if conn is not None:
             conn.streams.pop(stream.wire_id, None)
-            self._queue(conn, {"t": "done", "id": stream.wire_id, "reason": "cancelled", "prompt": 0,
-                               "completion": stream.tokens})
+            self._queue(conn, Done(stream.wire_id, "cancelled", completion=stream.tokens).to_wire())
         if not self.link.lost.done():
-            self.link.send({"t": "cancel", "id": stream.host_id})
+            self.link.send(Cancel(stream.host_id).to_wire())
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -268,21 +247,25 @@ class WorkerServer:
         async def heartbeat() -> None:
             while True:
                 await asyncio.sleep(self.settings.heartbeat_s)
-                self._queue(conn, self.load_frame())
+                self._queue(conn, self.load_frame().to_wire())
 
         hb = asyncio.create_task(heartbeat())
         decoder = FrameReader()
         try:
-            self._queue(conn, self.ready_frame())
+            self._queue(conn, self.ready_frame().to_wire())
             while data := await reader.read(65536):
                 for frame in decoder.feed(data):
                     kind = frame["t"]
                     if kind == "gen":
-                        self._gen(conn, frame)
-                    elif kind == "cancel" or kind == "credit":
-                        self._to_stream(conn, frame)
+                        self._gen(conn, Gen.from_wire(frame))
+                    elif kind == "credit":
+                        self._credit(conn, Grant.from_wire(frame))
+                    elif kind == "cancel":
+                        stream = conn.streams.get(Cancel.from_wire(frame).id)
+                        if stream is not None:
+                            self._cancel(stream)
                     elif kind == "ping":
-                        self._queue(conn, {"t": "pong", "ts": frame.get("ts")})
+                        self._queue(conn, Pong(Ping.from_wire(frame).ts).to_wire())
         except (ConnectionError, WorkerProtocolError, asyncio.IncompleteReadError) as exc:
             log.warning("gateway connection dropped: %s", exc)
         except asyncio.CancelledError:

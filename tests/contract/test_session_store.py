@@ -452,6 +452,15 @@ async def test_healthy(backend: Backend) -> None:
     assert await backend.make().healthy()
 
 
+async def test_a_store_that_answers_is_available(backend: Backend) -> None:
+    store = backend.make()
+    assert store.available
+    s, _ = make_session()
+    await store.create(s)
+    await store.load(s.session_id)
+    assert store.available and await store.healthy() and store.available
+
+
 # ---------------------------------------------------------------- redis failures
 @pytest.mark.redis
 async def test_redis_down_raises_store_unavailable() -> None:
@@ -495,13 +504,22 @@ async def test_store_recovers_when_redis_comes_back(redis_factory: Any) -> None:
     try:
         s, _ = make_session()
         await store.create(s)
+        assert store.available
         server.kill()
         with pytest.raises(StoreError):
             await store.load(s.session_id)
+        assert not store.available  # readiness reads this: unavailable while redis is down
         assert not await store.healthy()
+        assert not store.available
         server.start()
         assert await store.healthy()
+        assert store.available  # and available again once it answers
         await store.save(s)
         assert (await store.load(s.session_id)).session_id == s.session_id
+        server.kill()
+        assert not await store.healthy() and not store.available  # a probe alone notices the outage too
+        server.start()
+        await store.save(s)  # so does a call that succeeds again
+        assert store.available
     finally:
         await store.close()

@@ -7,7 +7,8 @@ import pytest
 
 from rtserver.engines.base import ChatMessage, GenerateRequest, MediaPart, SamplingParams
 from rtserver.exceptions import WorkerProtocolError
-from rtserver.workers.wire import FrameReader, gen_frame, pack, request_from_frame
+from rtserver.workers.frames import Gen
+from rtserver.workers.wire import FrameReader, pack
 
 
 def test_frames_survive_any_chunking() -> None:
@@ -39,17 +40,17 @@ def test_a_generate_request_round_trips() -> None:
         prefix="Once upon",
         conversation="sess-42",
     )
-    frames = list(FrameReader().feed(pack(gen_frame(7, req))))
-    assert frames[0]["id"] == 7 and request_from_frame(frames[0]) == req
+    frames = list(FrameReader().feed(pack(Gen(7, req).to_wire())))
+    assert frames[0]["id"] == 7 and Gen.from_wire(frames[0]) == Gen(7, req)
     assert frames[0]["conv"] == "sess-42"
 
 
 def test_a_gen_frame_without_a_conversation_key_has_none() -> None:
     req = GenerateRequest("r_2", (ChatMessage("user", "hi"),))
-    frame = gen_frame(1, req)
-    assert "conv" not in frame and request_from_frame(frame).conversation is None
+    frame = Gen(1, req).to_wire()
+    assert "conv" not in frame and Gen.from_wire(frame).request.conversation is None
 
 
 def test_a_bad_gen_frame_is_a_protocol_error() -> None:
     with pytest.raises(WorkerProtocolError):
-        request_from_frame({"t": "gen", "id": 1, "messages": [["user"]]})
+        Gen.from_wire({"t": "gen", "id": 1, "messages": [["user"]]})
