@@ -11,8 +11,13 @@ import sys
 from collections.abc import Sequence
 
 from rtserver import __version__
-from rtserver.config import add_arguments, settings_from_args
-from rtserver.engines import synthetic
+from rtserver.config import (
+    WORKER_ENV_PREFIX,
+    WorkerSettings,
+    add_arguments,
+    settings_from_args,
+    worker_settings_from_args,
+)
 from rtserver.exceptions import ConfigError, RtServerError
 from rtserver.runner import run_uvloop
 
@@ -86,40 +91,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    _setup_logging(args.log_level, args.log_json)
+    ws = worker_settings_from_args(args)
+    _setup_logging(ws.log_level, ws.log_json)
     import os
 
-    if args.gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
-    if args.cpus:
-        cpus = {int(c) for c in args.cpus.split(",")}
-        os.sched_setaffinity(0, cpus)
+    if ws.gpu:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ws.gpu
+    if ws.cpus:
+        os.sched_setaffinity(0, ws.cpu_set())
     from rtserver.workers.host import EngineSpec
-    from rtserver.workers.worker import WorkerSettings, engine_link, serve_worker
+    from rtserver.workers.worker import engine_link, serve_worker
 
-    opts: dict[str, object] = dict(
-        synthetic_tokens=args.synthetic_tokens, synthetic_rate=args.synthetic_rate,
-        synthetic_first_token_ms=args.synthetic_first_token_ms,
-        **({"modalities": args.modalities} if args.engine == "openai" else {}),
-        **({"device": args.device} if args.device else {}),
-        **({"base_url": args.base_url} if args.base_url else {}),
-        **({"api_key": args.api_key} if args.api_key else {}),
-        **({"prefill_chunk": args.prefill_chunk} if args.prefill_chunk else {}),
-    )
-    spec = EngineSpec(args.engine, args.model, args.model_id, args.capacity, opts, args.log_level, args.log_json)
-    name = args.name or f"{args.engine}-{os.getpid()}"
-    settings = WorkerSettings(name=name, listen=args.listen, max_queue=args.max_queue,
-                              metrics_port=args.metrics_port, metrics_host=args.metrics_host)
+    spec = EngineSpec(ws.engine, ws.model, ws.model_id or None, ws.capacity, ws.engine_options(),
+                      ws.log_level, ws.log_json)
 
     async def main() -> None:
-        engine = engine_link(spec, args.engine_host)
-        if args.redis:
+        engine = engine_link(spec, ws.engine_host)
+        if ws.redis:
             from rtserver.workers.discovery import register_forever
 
-            async with register_forever(args.redis, name, args.advertise or args.listen, args.key_prefix):
-                await serve_worker(engine, settings)
+            async with register_forever(ws.redis, ws.name, ws.advertise or ws.listen, ws.key_prefix):
+                await serve_worker(engine, ws)
         else:
-            await serve_worker(engine, settings)
+            await serve_worker(engine, ws)
 
     run_uvloop(main())
     return 0
@@ -165,38 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="run one model worker process")
-    worker.add_argument("--engine", default="openvino", help="openvino, transformers, gpu, openai or synthetic")
-    worker.add_argument("--model", default="smollm2-135m", help="model name, path, or (openai) remote model")
-    worker.add_argument("--model-id", default=None, help="model id reported to gateways (default: --model)")
-    worker.add_argument("--gpu", default=None, help="GPU index this worker owns (sets CUDA_VISIBLE_DEVICES)")
-    worker.add_argument("--cpus", default="", help="CPU affinity, e.g. 0,1")
-    worker.add_argument("--listen", default="127.0.0.1:7100", help="HOST:PORT or unix:PATH")
-    worker.add_argument("--advertise", default="", help="address gateways should use (default: --listen)")
-    worker.add_argument("--name", default="", help="worker name shown in route frames")
-    worker.add_argument("--capacity", type=int, default=16, help="concurrent sequences")
-    worker.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond capacity")
-    worker.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port (0: off)")
-    worker.add_argument("--metrics-host", default="127.0.0.1", help="address of the /metrics endpoint")
-    worker.add_argument("--redis", default="", help="register in Redis with a heartbeat TTL")
-    worker.add_argument("--key-prefix", default="rt", help="Redis key prefix")
-    worker.add_argument("--base-url", default="", help="openai engine: server URL, e.g. http://127.0.0.1:8080/v1")
-    worker.add_argument("--api-key", default="", help="openai engine: API key")
-    worker.add_argument("--synthetic-tokens", type=int, default=synthetic.DEFAULT_TOKENS,
-                        help="synthetic engine: tokens per response")
-    worker.add_argument("--synthetic-rate", type=float, default=synthetic.DEFAULT_TOKENS_PER_S,
-                        help="synthetic engine: tokens/s per stream (0: unpaced)")
-    worker.add_argument("--synthetic-first-token-ms", type=float, default=0.0,
-                        help="synthetic engine: delay before the first token")
-    worker.add_argument("--modalities", default="text", help="openai engine: what the model takes, e.g. text,image")
-    worker.add_argument("--device", default="", help="transformers and gpu engines: cuda, cuda:1 or cpu (default: cuda if present)")
-    worker.add_argument("--engine-host", default="auto", choices=("auto", "process", "inline"),
-                        help="where the engine computes: its own host process, or inline in the worker "
-                        "(auto: a process for openvino, transformers and other engines; inline for synthetic, openai)")
-    worker.add_argument("--prefill-chunk", type=int, default=0,
-                        help="prompt tokens prefilled per engine step, interleaved with other sequences' decode "
-                        "(0: the engine's default; openvino 256, transformers' max_batch_tokens)")
-    worker.add_argument("--log-level", default="info")
-    worker.add_argument("--log-json", action="store_true")
+    worker.add_argument("--config", metavar="FILE", help="TOML file with worker settings (keys as below, without --)")
+    add_arguments(worker, WorkerSettings, WORKER_ENV_PREFIX)
     worker.set_defaults(func=cmd_worker)
 
     route = sub.add_parser("route", help="classify a text with the intent router (see `rtserver route -h`)",

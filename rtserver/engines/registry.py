@@ -1,7 +1,8 @@
 """Build an engine by name. Imports are lazy: a gateway never imports torch or OpenVINO.
 
 Options are checked against the chosen engine's constructor: a misspelt or foreign
-option is a ``ConfigError``, never silently dropped. The ``synthetic_*`` options are
+option is a ``ConfigError``, never silently dropped, and so is a value outside an
+option's ``Literal`` annotation (the gpu engine's ``decode_mode``). The ``synthetic_*`` options are
 the one exception: the worker CLI always passes them, and engines other than
 ``synthetic`` leave them out.
 """
@@ -9,7 +10,8 @@ the one exception: the worker CLI always passes them, and engines other than
 from __future__ import annotations
 
 import inspect
-from typing import Any
+import typing
+from typing import Any, Literal
 
 from rtserver.engines.base import Engine
 from rtserver.exceptions import ConfigError
@@ -52,6 +54,7 @@ def create_engine(name: str, *, model: str, model_id: str | None = None, capacit
         raise ConfigError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
     params = inspect.signature(cls).parameters
     _check(name, opts, [p for p in params if p not in ("model", "model_id", "capacity")])
+    _check_choices(name, cls, opts)
     engine: Engine = cls(model, model_id=model_id, capacity=capacity, **opts)
     return engine
 
@@ -60,3 +63,13 @@ def _check(name: str, opts: dict[str, Any], known: Any) -> None:
     unknown = sorted(set(opts) - set(known))
     if unknown:
         raise ConfigError(f"the {name} engine takes no option {', '.join(unknown)}; it takes {', '.join(known) or 'none'}")
+
+
+def _check_choices(name: str, cls: Any, opts: dict[str, Any]) -> None:
+    """An option annotated ``Literal[...]`` in the engine's constructor takes one of those values."""
+    hints = typing.get_type_hints(cls.__init__)
+    for key, value in opts.items():
+        hint = hints.get(key)
+        if typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
+            choices = ", ".join(map(str, typing.get_args(hint)))
+            raise ConfigError(f"the {name} engine's {key} must be one of {choices}, not {value!r}")

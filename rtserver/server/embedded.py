@@ -5,6 +5,11 @@ never takes the gateway down, but never once the gateway's shutdown began
 (``shutting_down``). The gateway reaches it through ``WorkerClient`` like any other
 worker.
 
+Its settings come from the gateway's, one way: ``worker_settings`` derives the child's
+``WorkerSettings`` from the gateway's ``Settings`` (log level and format included), and
+the child gets them as flags (``to_flags``), with every ``RTSERVER_WORKER_*`` variable
+removed from its environment, so it runs with exactly those settings.
+
 The child runs in its own session (process group), so a signal to the gateway's
 group (Ctrl-C in a terminal) reaches the gateway only: the gateway drains its
 responses with the worker still serving, then stops the worker itself (``stop``).
@@ -21,7 +26,7 @@ import os
 import sys
 import tempfile
 
-from rtserver.config import Settings
+from rtserver.config import WORKER_ENV_PREFIX, Settings, WorkerSettings, load_worker_settings, to_flags
 
 log = logging.getLogger("rtserver.embedded")
 
@@ -35,6 +40,24 @@ _DIE_WITH_PARENT = (
 )
 
 
+def worker_settings(settings: Settings, *, name: str, listen: str) -> WorkerSettings:
+    """The embedded worker's settings, from the gateway's; the rest keep the worker's defaults."""
+    return load_worker_settings(env={}, overrides={
+        "engine": settings.embedded_engine,
+        "model": settings.model,
+        "model_id": settings.model_id,
+        "capacity": settings.capacity,
+        "engine_host": settings.embedded_engine_host,
+        "prefill_chunk": settings.prefill_chunk,
+        "synthetic_tokens": settings.synthetic_tokens,
+        "synthetic_rate": settings.synthetic_rate,
+        "listen": listen,
+        "name": name,
+        "log_level": settings.log_level,
+        "log_json": settings.log_json,
+    })
+
+
 class EmbeddedWorker:
     def __init__(self, settings: Settings, *, name: str = "embedded") -> None:
         self.settings = settings
@@ -44,21 +67,14 @@ class EmbeddedWorker:
         self.proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
+        self.worker = worker_settings(settings, name=name, listen=self.address)
 
     def command(self) -> list[str]:
-        s = self.settings
-        cmd = [
-            sys.executable, "-m", "rtserver", "worker",
-            "--engine", s.embedded_engine, "--model", s.model, "--model-id", s.model_id,
-            "--listen", self.address, "--name", self.name, "--capacity", str(s.capacity),
-        ]
-        cmd += ["--log-level", s.log_level, *(["--log-json"] if s.log_json else [])]  # its progress reaches our stderr
-        cmd += ["--engine-host", s.embedded_engine_host]
-        if s.prefill_chunk:
-            cmd += ["--prefill-chunk", str(s.prefill_chunk)]
-        if s.embedded_engine == "synthetic":
-            cmd += ["--synthetic-tokens", str(s.synthetic_tokens), "--synthetic-rate", str(s.synthetic_rate)]
-        return cmd
+        return [sys.executable, "-m", "rtserver", "worker", *to_flags(self.worker)]
+
+    def environment(self) -> dict[str, str]:
+        """The child's environment: ours without the worker's variables (its settings are its flags)."""
+        return {k: v for k, v in os.environ.items() if not k.startswith(WORKER_ENV_PREFIX)}
 
     async def start(self, timeout: float = 300.0) -> None:
         """Start the child and wait until it has loaded and warmed its model."""
@@ -71,7 +87,7 @@ class EmbeddedWorker:
             cmd = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *cmd]
         self.proc = proc = await asyncio.create_subprocess_exec(
             *cmd, stdout=asyncio.subprocess.PIPE, stderr=None, stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, env=self.environment(),
         )
         assert proc.stdout is not None
         try:

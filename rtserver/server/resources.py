@@ -78,13 +78,12 @@ async def open_workers(gw: Gateway, stack: contextlib.AsyncExitStack) -> None:
 
 
 def _make_engine(gw: Gateway) -> Any:
-    from rtserver.engines.registry import create_engine
+    """The in-process engine, built from the same worker settings as the embedded worker process."""
+    from rtserver.server.embedded import worker_settings
+    from rtserver.workers.host import EngineSpec
 
-    s = gw.settings
-    return create_engine(
-        s.embedded_engine, model=s.model, model_id=s.model_id, capacity=s.capacity,
-        synthetic_tokens=s.synthetic_tokens, synthetic_rate=s.synthetic_rate,
-    )
+    ws = worker_settings(gw.settings, name="embedded", listen="127.0.0.1:0")
+    return EngineSpec(ws.engine, ws.model, ws.model_id or None, ws.capacity, ws.engine_options()).build()
 
 
 async def watch(gw: Gateway) -> None:

@@ -33,9 +33,9 @@ import signal
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
+from rtserver.config import WorkerSettings  # built from its layers there (flags, env, TOML)
 from rtserver.engines.base import Engine
 from rtserver.exceptions import EngineError, WorkerProtocolError
 from rtserver.metrics import WorkerMetrics
@@ -47,17 +47,6 @@ log = logging.getLogger("rtserver.worker")
 
 # Called with the bound address once the worker serves (discovery.register_forever sets it).
 on_bound: ContextVar[Callable[[str], None] | None] = ContextVar("rtserver_worker_on_bound", default=None)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    name: str
-    listen: str  # "HOST:PORT" or "unix:PATH"
-    max_queue: int = 64
-    heartbeat_s: float = 0.5
-    metrics_port: int = 0  # 0: no /metrics endpoint
-    metrics_host: str = "0.0.0.0"
-    drain_timeout_s: float = 30.0
 
 
 MAX_CONN_BUFFER = 64 * 1024 * 1024  # bytes a gateway connection may leave unread before it is dropped

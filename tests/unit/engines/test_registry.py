@@ -28,8 +28,9 @@ def test_the_worker_cli_synthetic_options_do_not_reach_other_engines() -> None:
 
 def test_gateway_worker_cli_and_registry_share_the_synthetic_defaults() -> None:
     from rtserver.cli import build_parser
+    from rtserver.config import worker_settings_from_args
 
-    worker = build_parser().parse_args(["worker", "--engine", "synthetic"])
+    worker = worker_settings_from_args(build_parser().parse_args(["worker", "--engine", "synthetic"]), env={})
     settings = Settings()
     built = create_engine("synthetic", model="synthetic")
     assert isinstance(built, SyntheticEngine)
