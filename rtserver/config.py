@@ -32,6 +32,12 @@ from rtserver.exceptions import ConfigError
 from rtserver.protocol.frames import Limits
 from rtserver.routing.usecases import USE_CASES
 
+# Prompt tokens per engine step while a long prompt prefills beside decoding streams: the
+# openvino engine's default too. Chosen by measurement (bench/worker_stall.py and
+# bench/prefill_chunk.py, docs/BENCHMARKS.md "Prefill chunk"): 64 kept the other streams'
+# steps as short as 32 did and prefilled about twice as fast; 256 made their steps 3-4x longer.
+PREFILL_CHUNK = 64
+
 _LIMITS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Limits)}  # one source: protocol.frames.Limits
 
 
@@ -90,7 +96,7 @@ class Settings:
     model_id: str = _f("smollm2-135m", "model id the embedded worker reports")
     capacity: int = _f(16, "concurrent sequences of the embedded worker")
     embedded_engine_host: str = _f("auto", "where the embedded worker's engine computes: auto, process or inline")
-    prefill_chunk: int = _f(0, "prompt tokens the embedded worker prefills per engine step (0: the engine's default)")
+    prefill_chunk: int = _f(PREFILL_CHUNK, "prompt tokens the embedded worker prefills per engine step (0: the engine's own)")
     synthetic_tokens: int = _f(synthetic.DEFAULT_TOKENS, "synthetic engine: tokens per response")
     synthetic_rate: float = _f(synthetic.DEFAULT_TOKENS_PER_S, "synthetic engine: tokens per second per stream (0: unpaced)")
     heartbeat_timeout_s: float = _f(3.0, "a worker silent this long is treated as hung")

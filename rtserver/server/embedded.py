@@ -54,7 +54,7 @@ class EmbeddedWorker:
         ]
         cmd += ["--log-level", s.log_level, *(["--log-json"] if s.log_json else [])]  # its progress reaches our stderr
         cmd += ["--engine-host", s.embedded_engine_host]
-        if s.prefill_chunk:
+        if s.prefill_chunk and s.embedded_engine == "openvino":  # the synthetic engine has no prefill
             cmd += ["--prefill-chunk", str(s.prefill_chunk)]
         if s.embedded_engine == "synthetic":
             cmd += ["--synthetic-tokens", str(s.synthetic_tokens), "--synthetic-rate", str(s.synthetic_rate)]
