@@ -34,8 +34,9 @@ from rtserver.routing.usecases import USE_CASES
 
 # Prompt tokens per engine step while a long prompt prefills beside decoding streams: the
 # openvino engine's default too. Chosen by measurement (bench/worker_stall.py and
-# bench/prefill_chunk.py, docs/BENCHMARKS.md "Prefill chunk"): 64 kept the other streams'
-# steps as short as 32 did and prefilled about twice as fast; 256 made their steps 3-4x longer.
+# bench/prefill_chunk.py, docs/BENCHMARKS.md "Prefill chunk"): against 256, 64 took 1.1-1.3x
+# the long prompt's TTFT and gave the streams decoding beside it ~3x the tokens; 32 smoothed
+# them further but took ~1.7x the TTFT of 64 and 1.5x its CPU.
 PREFILL_CHUNK = 64
 
 _LIMITS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Limits)}  # one source: protocol.frames.Limits
