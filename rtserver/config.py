@@ -34,7 +34,7 @@ from rtserver.routing.usecases import USE_CASES
 
 # Prompt tokens per engine step while a long prompt prefills beside decoding streams: the
 # openvino engine's default too. Chosen by measurement (bench/worker_stall.py and
-# bench/prefill_chunk.py, docs/BENCHMARKS.md "Prefill chunk"): against 256, 64 took 1.1-1.3x
+# bench/prefill_chunk.py, docs/BENCHMARKS.md "Prefill chunk"): against 256, 64 took 1.1-1.4x
 # the long prompt's TTFT and gave the streams decoding beside it ~3x the tokens; 32 smoothed
 # them further but took ~1.7x the TTFT of 64 and 1.5x its CPU.
 PREFILL_CHUNK = 64
