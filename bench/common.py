@@ -162,11 +162,15 @@ def gateway(
     timeout: float = 300.0,
     env: dict[str, str] | None = None,
     launcher: Sequence[str] = ("-m", "rtserver"),
+    root: Path = ROOT,
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """A real ``rtserver serve --port 0 FLAGS`` process; yields (process, port).
 
     ``cores`` pins the gateway, ``worker_cores`` its embedded worker child (if any).
     ``launcher`` replaces ``-m rtserver`` (e.g. a script that monkeypatches, then runs the CLI).
+    ``root``: the checkout whose code runs (another one for a before/after). It is the
+    process's working directory and its PYTHONPATH: ``python -m`` puts the working
+    directory first on ``sys.path``, so PYTHONPATH alone would still run this checkout.
     """
     cmd = [sys.executable, *launcher, "serve", "--port", "0", "--log-level", "warning", *flags]
     proc = subprocess.Popen(
@@ -174,8 +178,8 @@ def gateway(
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root), **(env or {})},
     )
     try:
         pin(proc.pid, cores)

@@ -2,20 +2,27 @@
 
     python bench/engine_vs_gateway.py [--conc 16] [--max-tokens 128] [--repeat 2] [--old-root DIR]
 
-Same run, same prompts, greedy, ``--conc`` requests at once, in alternation:
+Same run, the same prompt tokens on both sides, greedy, ``--conc`` requests at once, in
+alternation:
 
 * ``raw``: openvino-genai's ``ContinuousBatchingPipeline`` in this process with the
   scheduler settings of rtserver's engine (capacity = ``--conc``, the prefill chunk),
   prompts through the model's chat template; a loop of ``step()`` until every request
   is done. TTFT = requests added → first token of each.
 * ``gateway``: ``rtserver serve`` (embedded SmolLM2 worker: its engine in an engine
-  host process), ``--conc`` WebSocket clients each sending one message at the same
-  moment. TTFT = message sent → first token frame.
+  host process, the same prefill chunk), ``--conc`` WebSocket clients each sending one
+  message at the same moment, each the first message of its conversation (no history,
+  no system prompt, the raw side's repetition penalty). The server is warmed by one
+  conversation of its own first, as the raw pipeline is by one request. TTFT = message
+  sent → first token frame.
 * ``gateway-old`` (with ``--old-root``): the same with the code of another checkout
   (e.g. ``git archive`` of the commit before a change), for a before/after.
 
 tokens/s = completion tokens of all requests / wall time from the first request to
-the last ``done``. Results: bench/results/engine_vs_gateway.json.
+the last ``done``. Each run prints the prompt tokens of every request (the raw side
+counts its templated prompts, the gateway side reads ``done.usage.prompt_tokens``); a
+run whose counts differ from the raw side's is flagged ``unequal`` in the table.
+Results: bench/results/engine_vs_gateway.json.
 """
 
 from __future__ import annotations
@@ -31,11 +38,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import gateway, percentile, table, write_results
+from bench.common import ROOT, gateway, percentile, table, write_results
 from rtserver.client import Client
 
 TOPICS = ["a lighthouse", "a lost cat", "the moon", "a robot chef", "a dragon", "the sea", "a city at night",
           "a mountain", "a clock", "a library", "a train", "a garden", "a storm", "a violin", "a desert", "a river"]
+
+
+REPETITION_PENALTY = 1.15  # both sides (the gateway gets it as --repetition-penalty)
 
 
 def prompts(n: int) -> list[str]:
@@ -58,12 +68,13 @@ def run_raw(n: int, max_tokens: int, chunk: int) -> dict[str, Any]:
     gc = og.GenerationConfig()
     gc.max_new_tokens = max_tokens
     gc.do_sample = False
-    gc.repetition_penalty = 1.15  # the server's default
+    gc.repetition_penalty = REPETITION_PENALTY
     warm = pipe.add_request(0, tok.apply_chat_template([{"role": "user", "content": "Say hello."}],
                                                        add_generation_prompt=True), gc)
     while warm.get_status() == og.GenerationStatus.RUNNING:
         pipe.step()
     texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True) for p in prompts(n)]
+    prompt_tokens = [int(tok.encode(t).input_ids.get_shape()[-1]) for t in texts]
     t0 = time.perf_counter()
     handles = [pipe.add_request(i + 1, t, gc) for i, t in enumerate(texts)]
     first: dict[int, float] = {}
@@ -80,14 +91,15 @@ def run_raw(n: int, max_tokens: int, chunk: int) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     ttft = [(first[i] - t0) * 1000 for i in first]
     return {"tokens": sum(tokens), "wall_s": wall, "tokens_per_s": sum(tokens) / wall,
-            "ttft_ms_p50": statistics.median(ttft), "ttft_ms_p99": percentile(ttft, 0.99)}
+            "ttft_ms_p50": statistics.median(ttft), "ttft_ms_p99": percentile(ttft, 0.99),
+            "prompt_tokens": prompt_tokens}
 
 
 async def _clients(url: str, n: int) -> dict[str, Any]:
-    clients = [await Client.connect(url) for _ in range(n)]
+    async with await Client.connect(url) as warm:  # a conversation of its own: no history for the measured ones
+        await warm.ask("Say hello.")
+    clients = [await Client.connect(url) for _ in range(n)]  # hello / session outside the measurement
     try:
-        for c in clients:  # warm the conversation (hello, session) outside the measurement
-            await c.ask("Say hello.")
         t0 = time.perf_counter()
         turns = await asyncio.gather(*(c.ask(p) for c, p in zip(clients, prompts(n), strict=True)))
         wall = time.perf_counter() - t0
@@ -96,15 +108,16 @@ async def _clients(url: str, n: int) -> dict[str, Any]:
     tokens = sum((t.done or {}).get("usage", {}).get("completion_tokens", 0) for t in turns)
     ttft = [(t.first_token_at - t.sent_at) * 1000 for t in turns if t.first_token_at is not None]
     errors = sum(len(t.errors) for t in turns)
+    prompt_tokens = [(t.done or {}).get("usage", {}).get("prompt_tokens", 0) for t in turns]
     return {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall, "ttft_ms_p50": statistics.median(ttft),
-            "ttft_ms_p99": percentile(ttft, 0.99), "errors": errors}
+            "ttft_ms_p99": percentile(ttft, 0.99), "errors": errors, "prompt_tokens": prompt_tokens}
 
 
-def run_gateway(n: int, max_tokens: int, root: str | None) -> dict[str, Any]:
+def run_gateway(n: int, max_tokens: int, chunk: int, root: str | None) -> dict[str, Any]:
     flags = ["--capacity", str(n), "--max-tokens", str(max_tokens), "--temperature", "0", "--system-prompt", "",
+             "--repetition-penalty", str(REPETITION_PENALTY), "--prefill-chunk", str(chunk),
              "--messages-per-second", "1000", "--message-burst", "1000", "--log-level", "warning"]
-    env = {"PYTHONPATH": root} if root else None  # the embedded engine's prefill chunk: its default (256)
-    with gateway(*flags, env=env, timeout=300) as (_, port):
+    with gateway(*flags, root=Path(root) if root else ROOT, timeout=300) as (_, port):
         return asyncio.run(_clients(f"ws://127.0.0.1:{port}/ws", n))
 
 
@@ -124,21 +137,26 @@ def main() -> None:
                 res = run_raw(args.conc, args.max_tokens, args.chunk)
             else:
                 root = os.path.abspath(args.old_root) if target == "gateway-old" else None
-                res = run_gateway(args.conc, args.max_tokens, root)
+                res = run_gateway(args.conc, args.max_tokens, args.chunk, root)
             runs.setdefault(target, []).append(res)
-            print(f"run {rep + 1} {target:12} {res['tokens_per_s']:7.1f} tok/s  TTFT p50 {res['ttft_ms_p50']:7.0f} ms",
-                  flush=True)
+            print(f"run {rep + 1} {target:12} {res['tokens_per_s']:7.1f} tok/s  TTFT p50 {res['ttft_ms_p50']:7.0f} ms  "
+                  f"prompt tokens {res['prompt_tokens']} (sum {sum(res['prompt_tokens'])})", flush=True)
+    raw_prompts = sorted(runs["raw"][0]["prompt_tokens"])
     raw_tps = statistics.median(r["tokens_per_s"] for r in runs["raw"])
     raw_ttft = statistics.median(r["ttft_ms_p50"] for r in runs["raw"])
     summary = {}
     for target, rs in runs.items():
         tps = statistics.median(r["tokens_per_s"] for r in rs)
         ttft = statistics.median(r["ttft_ms_p50"] for r in rs)
+        equal = all(sorted(r["prompt_tokens"]) == raw_prompts for r in rs)
         summary[target] = {"tokens_per_s": tps, "ttft_ms_p50": ttft, "of_raw": tps / raw_tps,
-                           "ttft_added_ms": ttft - raw_ttft}
-    print(table(["target", "tok/s (median)", "of raw", "TTFT p50 ms", "TTFT added ms"],
+                           "ttft_added_ms": ttft - raw_ttft, "prompt_tokens_equal_to_raw": equal,
+                           "prompt_tokens_sum": sum(rs[0]["prompt_tokens"])}
+    print(table(["target", "tok/s (median)", "of raw", "TTFT p50 ms", "TTFT added ms", "prompt tokens"],
                 [[t, f"{s['tokens_per_s']:.1f}", f"{s['of_raw']:.0%}", f"{s['ttft_ms_p50']:.0f}",
-                  f"{s['ttft_added_ms']:+.0f}"] for t, s in summary.items()]))
+                  f"{s['ttft_added_ms']:+.0f}",
+                  f"{s['prompt_tokens_sum']} ({'same as raw' if s['prompt_tokens_equal_to_raw'] else 'unequal'})"]
+                 for t, s in summary.items()]))
     path = write_results("engine_vs_gateway", {"args": vars(args), "runs": runs, "summary": summary})
     print(f"wrote {path}")
 

@@ -1,6 +1,6 @@
 """Are busy workers taken for dead ones? Many long prompts at once on two real model workers.
 
-    python bench/long_prompts.py [--conc 20] [--prompt-tokens 1500] [--old-root DIR]
+    python bench/long_prompts.py [--conc 20] [--prompt-tokens 1500] [--old-root DIR] [--deadline-s 600]
 
 Two ``rtserver worker --engine openvino`` processes (the embedded SmolLM2) behind one
 ``rtserver serve --worker A --worker B`` (default ``--heartbeat-timeout-s`` 3), and
@@ -8,8 +8,9 @@ Two ``rtserver worker --engine openvino`` processes (the embedded SmolLM2) behin
 tokens at the same moment (``--max-tokens`` 16). Counted: answers that ended in an
 error, by code, and the gateway's ``worker … lost`` log lines (every one a false
 loss: no worker died). With ``--old-root`` the same runs first with the code of another
-checkout (workers and gateway), for a before/after in one run.
-Results: bench/results/long_prompts.json.
+checkout (workers and gateway), for a before/after in one run. ``--deadline-s`` bounds
+the wait for the answers: one not done by then counts as ``unfinished`` (not an error).
+Results: bench/results/long_prompts.json (``--name`` to change).
 """
 
 from __future__ import annotations
@@ -38,19 +39,30 @@ def prompt(i: int, tokens: int) -> str:
     return f"{body} Which entry of ledger {i} came first?"
 
 
-async def _clients(url: str, conc: int, tokens: int) -> dict[str, Any]:
+async def _clients(url: str, conc: int, tokens: int, deadline_s: float) -> dict[str, Any]:
     clients = [await Client.connect(url) for _ in range(conc)]
     t0 = time.perf_counter()
+    tasks: list[asyncio.Future[Any]] = []
     try:
-        turns = await asyncio.gather(*(c.ask(prompt(i, tokens), timeout=600.0) for i, c in enumerate(clients)))
+        tasks += [asyncio.ensure_future(c.ask(prompt(i, tokens), timeout=deadline_s)) for i, c in enumerate(clients)]
+        await asyncio.wait(tasks, timeout=deadline_s)
+        wall = time.perf_counter() - t0
     finally:
-        await asyncio.gather(*(c.close() for c in clients))
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
     codes: dict[str, int] = {}
-    for t in turns:
-        for e in t.errors:
+    ok = unfinished = 0
+    for task in tasks:
+        if task.cancelled() or task.exception() is not None:
+            unfinished += 1
+            continue
+        turn = task.result()
+        for e in turn.errors:
             codes[e["code"]] = codes.get(e["code"], 0) + 1
-    ok = sum(1 for t in turns if t.done and t.done["finish_reason"] in ("stop", "length"))
-    return {"ok": ok, "errors": codes, "wall_s": time.perf_counter() - t0}
+        ok += bool(turn.done and turn.done["finish_reason"] in ("stop", "length"))
+    return {"ok": ok, "errors": codes, "unfinished": unfinished, "wall_s": wall}
 
 
 def run(root: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -70,7 +82,7 @@ def run(root: Path, args: argparse.Namespace) -> dict[str, Any]:
                                "--messages-per-second", "1000", "--message-burst", "1000"],
                               stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, cwd=root, env=env)
         port = int(wait_line(gw, READY, 120).group(1))
-        result = asyncio.run(_clients(f"ws://127.0.0.1:{port}/ws", args.conc, args.prompt_tokens))
+        result = asyncio.run(_clients(f"ws://127.0.0.1:{port}/ws", args.conc, args.prompt_tokens, args.deadline_s))
     finally:
         for p in [gw, *workers]:
             if p is not None:
@@ -87,6 +99,8 @@ def main() -> None:
     p.add_argument("--prompt-tokens", type=int, default=1500)
     p.add_argument("--capacity", type=int, default=10)
     p.add_argument("--old-root", default="")
+    p.add_argument("--deadline-s", type=float, default=600.0, help="answers not done by then count as unfinished")
+    p.add_argument("--name", default="long_prompts")
     args = p.parse_args()
     results: dict[str, Any] = {}
     if args.old_root:
@@ -94,10 +108,10 @@ def main() -> None:
         print("before", results["before"], flush=True)
     results["after"] = run(ROOT, args)
     print("after", results["after"], flush=True)
-    print(table(["code", "answered ok", "errors", "'worker lost' logs", "wall s"],
-                [[k, f"{v['ok']}/{args.conc}", v["errors"] or "-", v["worker_lost_logs"], f"{v['wall_s']:.1f}"]
-                 for k, v in results.items()]))
-    path = write_results("long_prompts", {"args": vars(args), "results": results})
+    print(table(["code", "answered ok", "errors", "unfinished at the deadline", "'worker lost' logs", "wall s"],
+                [[k, f"{v['ok']}/{args.conc}", v["errors"] or "-", v["unfinished"], v["worker_lost_logs"],
+                  f"{v['wall_s']:.1f}"] for k, v in results.items()]))
+    path = write_results(args.name, {"args": vars(args), "results": results})
     print(f"wrote {path}")
 
 

@@ -1,12 +1,16 @@
 """Do slow clients hurt the others? Inter-token gaps of normal conversations with and
 without clients that stop reading, in the same run, against one gateway process.
 
-    python bench/slow_client.py [--conversations 20] [--slow 5] [--repeat 3]
+    python bench/slow_client.py [--conversations 20] [--slow 5] [--repeat 3] [--old-root DIR]
 
 Two synthetic worker processes: normal conversations go to one at 50 tokens/s per
 stream (so the expected gap is 20 ms); the slow clients are routed (use case
 override) to the other, which streams 100k-token answers at ``--flood-rate``
 tokens/s each (0: unpaced), and never read, until the gateway closes them (4008). Prints a table, writes bench/results/slow_client.json.
+With ``--old-root`` each repetition also runs a gateway from another checkout (e.g.
+``git archive`` of the commit before a change), in alternation with this one, against
+the same two workers: before and after in one run. Also counted per phase: tokens the
+flood worker streamed (its ``tok`` frames are what a slow client costs the gateway).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import orjson
 from websockets.asyncio.client import connect
 
 from bench.common import (
+    ROOT,
     gateway,
     machine,
     min_median,
@@ -83,8 +88,11 @@ def main() -> int:
     ap.add_argument("--slow", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--flood-rate", type=float, default=200.0, help="tokens/s per slow client's stream (0: unpaced)")
+    ap.add_argument("--old-root", default="", help="a checkout whose gateway runs as 'before', in the same run")
+    ap.add_argument("--name", default="")
     args = ap.parse_args()
-    runs: list[dict[str, object]] = []
+    roots = {"now": ROOT} | ({"before": Path(args.old_root).resolve()} if args.old_root else {})
+    runs_by: dict[str, list[dict[str, object]]] = {k: [] for k in roots}
     paced = popen_python(["-m", "rtserver", "worker", "--engine", "synthetic", "--model-id", "synthetic",
                           "--synthetic-rate", "50", "--synthetic-tokens", "100", "--listen", "127.0.0.1:0",
                           "--name", "paced", "--capacity", "256"])
@@ -95,25 +103,33 @@ def main() -> int:
         addrs = [wait_line(p, READY_WORKER, 60).group(1).decode() for p in (paced, flood)]
         flags = ("--worker", addrs[0], "--worker", addrs[1], "--model-id", "synthetic", "--models", "creative=flood",
                  "--max-tokens", "100000", "--messages-per-second", "100", "--outbox-frames", "256")
-        for _ in range(args.repeat):
-            with gateway(*flags) as (_, port):
-                url = f"ws://127.0.0.1:{port}/ws"
-                base = run_uvloop(phase(url, args.conversations, 0))
-                hurt = run_uvloop(phase(url, args.conversations, args.slow))
-                runs.append({"without": base, "with": hurt})
+        for rep in range(args.repeat):
+            order = list(roots) if rep % 2 == 0 else list(reversed(roots))
+            for target in order:
+                with gateway(*flags, root=roots[target]) as (_, port):
+                    url = f"ws://127.0.0.1:{port}/ws"
+                    base = run_uvloop(phase(url, args.conversations, 0))
+                    hurt = run_uvloop(phase(url, args.conversations, args.slow))
+                    run = {"without": base, "with": hurt, "ratio_p99": hurt["gap_p99_ms"] / base["gap_p99_ms"]}  # type: ignore[operator]
+                    runs_by[target].append(run)
+                    print(f"run {rep + 1} {target:6} p99 {base['gap_p99_ms']:.1f} -> {hurt['gap_p99_ms']:.1f} ms "
+                          f"({run['ratio_p99']:.2f}x)", flush=True)
     finally:
         stop(paced)
         stop(flood)
     rows = []
-    for key in ("gap_p50_ms", "gap_p99_ms", "gap_max_ms"):
-        a = [float(r["without"][key]) for r in runs]  # type: ignore[index]
-        b = [float(r["with"][key]) for r in runs]  # type: ignore[index]
-        rows.append([key, f"{min_median(a)['median']:.1f}", f"{min_median(b)['median']:.1f}",
-                     f"{min_median(b)['median'] / max(1e-9, min_median(a)['median']):.2f}"])
-    print(table(["inter-token gap (client)", "without slow clients", f"with {args.slow} slow clients", "ratio"],
-                rows))
-    name = "slow_client" if args.flood_rate > 0 else "slow_client_unpaced"
-    write_results(name, {"machine": machine(), "args": vars(args), "runs": runs})
+    for target, runs in runs_by.items():
+        for key in ("gap_p50_ms", "gap_p99_ms", "gap_max_ms"):
+            a = [float(r["without"][key]) for r in runs]  # type: ignore[index]
+            b = [float(r["with"][key]) for r in runs]  # type: ignore[index]
+            rows.append([target, key, f"{min_median(a)['median']:.1f}", f"{min_median(b)['median']:.1f}",
+                         f"{min_median(b)['median'] / max(1e-9, min_median(a)['median']):.2f}"])
+        ratios = [float(r["ratio_p99"]) for r in runs]  # type: ignore[arg-type]
+        rows.append([target, "p99 ratio per run (median)", "", "", f"{min_median(ratios)['median']:.2f}"])
+    print(table(["gateway", "inter-token gap (client)", "without slow clients", f"with {args.slow} slow clients",
+                 "ratio"], rows))
+    name = args.name or ("slow_client" if args.flood_rate > 0 else "slow_client_unpaced")
+    write_results(name, {"machine": machine(), "args": vars(args), "runs": runs_by.get("now"), "runs_by": runs_by})
     return 0
 
 

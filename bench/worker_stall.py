@@ -15,8 +15,12 @@ its raw wire:
 4. the window ends when the long request's first token (its prefill done) arrives.
 
 Reported per config: pong RTT p50/p99/max during the window, the worker's heartbeat
-gap max, the others' inter-token gap p50 before the window and p99 inside it, and
-the prefill time. Results: bench/results/worker_stall.json.
+gap max, the others' inter-token gap p50 before the window and p50/p99 inside it
+(per token: an arrival of n tokens after g ms counts as n gaps of g/n), the longest
+gap and when it began, the others' tokens/s and the prompt's tokens/s (prompt tokens
+over the prefill time, which is the long prompt's TTFT). With ``--repeat R`` the
+long prompt is sent R times on the same worker (a fresh prefix each time); the row
+shown is the run with the median ITL p99, every run is in the JSON. Results: bench/results/worker_stall.json.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ async def scenario(address: str, prompt_tokens: int, others: int, other_tokens: 
     host, _, port = address.rpartition(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     decoder = FrameReader()
-    tok_times: dict[int, list[float]] = {i: [] for i in range(1, others + 1)}
+    tok_times: dict[int, list[tuple[float, int]]] = {i: [] for i in range(1, others + 1)}  # (arrival, tokens)
     pong_rtt: list[tuple[float, float]] = []  # (sent at, rtt)
     loads: list[float] = []
     first_long: asyncio.Future[float] = asyncio.get_running_loop().create_future()
@@ -67,7 +71,11 @@ async def scenario(address: str, prompt_tokens: int, others: int, other_tokens: 
                         if not first_long.done():
                             first_long.set_result(now)
                     else:
-                        tok_times[f["id"]].append(now)
+                        arrivals = tok_times[f["id"]]
+                        if arrivals and arrivals[-1][0] == now:  # two frames in one read: one arrival
+                            arrivals[-1] = (now, arrivals[-1][1] + f["n"])
+                        else:
+                            arrivals.append((now, f["n"]))
                 elif t == "pong":
                     pong_rtt.append((f["ts"], now - f["ts"]))
                 elif t == "load":
@@ -88,7 +96,7 @@ async def scenario(address: str, prompt_tokens: int, others: int, other_tokens: 
         writer.write(pack({"t": "gen", "id": i, "rid": f"o{i}", "messages": [["user", f"Count from {i} to 500."]],
                            "params": {"max_tokens": other_tokens, "temperature": 0.0}}))
     pg = asyncio.create_task(pinger())
-    while min(len(v) for v in tok_times.values()) < 8:
+    while min(sum(n for _, n in v) for v in tok_times.values()) < 8:
         await asyncio.sleep(0.01)
     before_start = time.perf_counter()
     await asyncio.sleep(1.5)  # the steady state, for the baseline
@@ -105,26 +113,30 @@ async def scenario(address: str, prompt_tokens: int, others: int, other_tokens: 
     rd.cancel()
     writer.close()
 
-    def gaps(lo: float, hi: float) -> list[float]:
+    def gaps(lo: float, hi: float) -> tuple[list[float], float, float]:
+        """Per-token gaps (an arrival of n tokens after g ms counts n gaps of g/n) of arrivals in
+        [lo, hi], the gap that spans into the window included; plus the longest gap and its start - t0."""
         out: list[float] = []
-        for times in tok_times.values():
-            inside = [t for t in times if lo <= t <= hi]
-            # the gap that spans into the window counts too: the stream was silent for it
-            prev = [t for t in times if t < lo]
-            if prev and inside:
-                inside = [prev[-1], *inside]
-            out += [(b - a) * 1000 for a, b in itertools.pairwise(inside)]
-            after = [t for t in times if t > hi]
-            if inside and after:
-                out.append((after[0] - inside[-1]) * 1000)
-        return out
+        worst, worst_at = 0.0, 0.0
+        for arrivals in tok_times.values():
+            prev = [a for a in arrivals if a[0] < lo][-1:]
+            inside = [a for a in arrivals if lo <= a[0] <= hi]
+            after = [a for a in arrivals if a[0] > hi][:1]
+            seq = [*prev, *inside, *after] if inside else []
+            for (ta, _), (tb, n) in itertools.pairwise(seq):
+                g = (tb - ta) * 1000
+                out += [g / n] * n
+                if g > worst:
+                    worst, worst_at = g, ta - t0
+        return out, worst, worst_at
 
     base_rtt = [r * 1000 for s, r in pong_rtt if before_start <= s < t0]
     win_rtt = [r * 1000 for s, r in pong_rtt if t0 <= s <= t1]
     win_loads = [t for t in loads if t0 - 1 <= t <= t1 + 1]
     hb_gap = max((b - a for a, b in itertools.pairwise(win_loads)), default=float("nan")) * 1000
-    itl_before = gaps(before_start, t0)
-    itl_during = gaps(t0, t1)
+    itl_before, _, _ = gaps(before_start, t0)
+    itl_during, worst, worst_at = gaps(t0, t1)
+    others_tokens = sum(n for arrivals in tok_times.values() for t, n in arrivals if t0 <= t <= t1)
     p50_before = percentile(itl_before, 0.5)
     p99_during = percentile(itl_during, 0.99)
     return {
@@ -140,6 +152,10 @@ async def scenario(address: str, prompt_tokens: int, others: int, other_tokens: 
         "itl_ms_p50_during": percentile(itl_during, 0.5),
         "itl_ms_p99_during": p99_during,
         "itl_p99_during_over_p50_before": (p99_during / p50_before) if p50_before and p99_during else None,
+        "itl_ms_max_during": worst,
+        "itl_max_starts_s_after_prompt": worst_at,
+        "others_tokens_per_s_during": others_tokens / (t1 - t0),
+        "prompt_tokens_per_s": (done.get("prompt") or 0) / (t1 - t0),
     }
 
 
@@ -149,10 +165,13 @@ def run_config(host: str, chunk: int, args: argparse.Namespace) -> dict[str, Any
                          "--engine-host", host, "--prefill-chunk", str(chunk), "--log-level", "warning"])
     try:
         address = wait_line(proc, READY, 300).group(1).decode()
-        result = asyncio.run(scenario(address, args.prompt_tokens, args.others, args.other_tokens))
+        runs = [asyncio.run(scenario(address, args.prompt_tokens, args.others, args.other_tokens))
+                for _ in range(args.repeat)]
     finally:
         stop(proc)
-    return {"engine_host": host, "prefill_chunk": chunk, **result}
+    # the median run by the others' ITL p99 during the prefill; every run is kept
+    runs_sorted = sorted(runs, key=lambda r: r["itl_ms_p99_during"] or 0.0)
+    return {"engine_host": host, "prefill_chunk": chunk, **runs_sorted[(len(runs) - 1) // 2], "runs": runs}
 
 
 def main() -> None:
@@ -161,23 +180,25 @@ def main() -> None:
     p.add_argument("--others", type=int, default=8)
     p.add_argument("--other-tokens", type=int, default=400)
     p.add_argument("--configs", nargs="+", default=["inline:2048", "process:2048", "process:256", "process:64"])
+    p.add_argument("--repeat", type=int, default=1, help="long prompts per config, one after the other (same worker)")
     p.add_argument("--name", default="worker_stall")
     args = p.parse_args()
     rows: list[dict[str, Any]] = []
     for config in args.configs:
         host, _, chunk = config.partition(":")
         rows.append(run_config(host, int(chunk), args))
-        print(rows[-1], flush=True)
+        print({k: v for k, v in rows[-1].items() if k != "runs"}, flush=True)
 
     def f(v: Any) -> str:
         return "-" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
 
     print(table(
         ["host", "chunk", "prompt tok", "prefill s", "pong p50 ms", "pong p99 ms", "pong max ms", "hb gap max ms",
-         "ITL p50 before", "ITL p99 during", "p99/p50"],
+         "ITL p50 before", "ITL p50 during", "ITL p99 during", "p99/p50", "others tok/s", "prompt tok/s"],
         [[r["engine_host"], r["prefill_chunk"], r["prompt_tokens"], f(r["prefill_s"]), f(r["pong_rtt_ms_p50"]),
           f(r["pong_rtt_ms_p99"]), f(r["pong_rtt_ms_max"]), f(r["heartbeat_gap_ms_max"]), f(r["itl_ms_p50_before"]),
-          f(r["itl_ms_p99_during"]), f(r["itl_p99_during_over_p50_before"])] for r in rows],
+          f(r["itl_ms_p50_during"]), f(r["itl_ms_p99_during"]), f(r["itl_p99_during_over_p50_before"]),
+          f(r["others_tokens_per_s_during"]), f(r["prompt_tokens_per_s"])] for r in rows],
     ))
     path = write_results(args.name, {"machine": machine(), "args": vars(args), "rows": rows})
     print(f"wrote {path}")

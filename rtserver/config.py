@@ -40,6 +40,13 @@ from rtserver.exceptions import ConfigError
 from rtserver.protocol.frames import Limits
 from rtserver.routing.usecases import USE_CASES
 
+# Prompt tokens per engine step while a long prompt prefills beside decoding streams: the
+# openvino engine's default too. Chosen by measurement (bench/worker_stall.py and
+# bench/prefill_chunk.py, docs/BENCHMARKS.md "Prefill chunk"): against 256, 64 took 1.1-1.4x
+# the long prompt's TTFT and gave the streams decoding beside it ~3x the tokens; 32 smoothed
+# them further but took ~1.7x the TTFT of 64 and 1.5x its CPU.
+PREFILL_CHUNK = 64
+
 _LIMITS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Limits)}  # one source: protocol.frames.Limits
 
 
@@ -167,7 +174,7 @@ class Settings:
     model_id: str = _f("smollm2-135m", "model id the embedded worker reports")
     capacity: int = _f(_WORKER["capacity"], "concurrent sequences of the embedded worker")
     embedded_engine_host: str = _f(_WORKER["engine_host"], "where the embedded worker's engine computes: auto, process or inline")
-    prefill_chunk: int = _f(_WORKER["prefill_chunk"], "prompt tokens the embedded worker prefills per engine step (0: the engine's default)")
+    prefill_chunk: int = _f(_WORKER["prefill_chunk"], "prompt tokens the embedded worker prefills per engine step (0: the engine's default: PREFILL_CHUNK for openvino)")
     synthetic_tokens: int = _f(synthetic.DEFAULT_TOKENS, "synthetic engine: tokens per response")
     synthetic_rate: float = _f(synthetic.DEFAULT_TOKENS_PER_S, "synthetic engine: tokens per second per stream (0: unpaced)")
     heartbeat_timeout_s: float = _f(3.0, "a worker silent this long is treated as hung")

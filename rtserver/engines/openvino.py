@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rtserver.config import PREFILL_CHUNK  # the one default (measured; see there)
 from rtserver.engines.base import (
     EngineEvent,
     EngineInfo,
@@ -32,7 +33,6 @@ from rtserver.engines.models import resolve_model
 from rtserver.exceptions import EngineError
 
 _STOP = object()
-PREFILL_CHUNK = 256  # tokens per step; measured: bench/worker_stall.py, docs/BENCHMARKS.md
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ from rtserver.protocol.codec import Encoding, decode_client_frame, encode_payloa
 from rtserver.protocol.conversation import Conversation
 from rtserver.protocol.frames import Cancel, Hello, Message, Ping, Pong, Refresh
 from rtserver.server.identity import SocketIdentity
-from rtserver.server.outbox import Outbox
+from rtserver.server.outbox import Outbox, socket_backlog
 from rtserver.server.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class Connection:
         self.gw = gw
         self.ws = ws
         self.encoding = encoding
-        self.outbox = Outbox(gw.settings.outbox_frames)
+        self.outbox = Outbox(gw.settings.outbox_frames, backlog=socket_backlog(ws.transport))
         self.conversation = Conversation()
         self.live: LiveSession | None = None
         self.errors = 0

@@ -58,3 +58,32 @@ async def test_a_client_that_stops_reading_is_closed_and_others_are_unaffected()
         rcvd = info.value.rcvd
         assert rcvd is None or rcvd.code == 4008
         assert 'reason="slow_consumer"' in gw.metrics.render().decode()
+
+
+async def test_a_client_that_lags_then_catches_up_gets_every_token_in_order() -> None:
+    # Its socket backs up (nothing read for a while: both kernel buffers fill), so its stream
+    # is paused at the worker (a worker process: flow control is on its wire); reading again
+    # must resume it, with no token lost or repeated.
+    gw = Gateway(load_settings(env={}, overrides=dict(
+        port=0, embedded_engine="synthetic", embedded_mode="process", model_id="synthetic",
+        synthetic_tokens=20_000, synthetic_rate=0, max_tokens=20_000, slow_consumer_timeout_s=30.0,
+    )))
+    async with gw.lifespan():
+        ws = await connect(f"ws://127.0.0.1:{gw.port}/ws", max_queue=1, open_timeout=5, ping_interval=None)
+        await ws.send(orjson.dumps({"type": "message", "id": "m", "text": "go"}).decode())
+        await asyncio.sleep(1.5)  # not reading
+        text, expected, done = [], 0, None
+        async with asyncio.timeout(120):
+            while done is None:
+                f = orjson.loads(await ws.recv())
+                if f["type"] == "token":
+                    assert f["seq"] == expected
+                    expected = f.get("seq_last", f["seq"]) + 1
+                    text.append(f["text"])
+                elif f["type"] == "done":
+                    done = f
+                elif f["type"] == "error":
+                    raise AssertionError(f)
+        await ws.close()
+        assert done["finish_reason"] == "length"
+        assert expected == done["usage"]["completion_tokens"] == 20_000

@@ -57,3 +57,18 @@ def test_the_child_runs_with_exactly_the_settings_derived_from_the_gateways(monk
 def test_a_bad_value_is_refused_at_start(overrides: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         load_settings(env={}, overrides=overrides)
+
+
+def test_a_synthetic_embedded_worker_gets_no_chunk() -> None:
+    cmd = EmbeddedWorker(load_settings(env={}, overrides={"embedded_engine": "synthetic"})).command()
+    assert "--prefill-chunk" not in cmd
+
+
+def test_the_openvino_engine_prefills_the_measured_chunk_by_default() -> None:
+    """The worker leaves the chunk to the engine (0); openvino's default is the measured one."""
+    import inspect
+
+    from rtserver.config import PREFILL_CHUNK
+    from rtserver.engines.openvino import OpenVinoEngine
+
+    assert inspect.signature(OpenVinoEngine.__init__).parameters["prefill_chunk"].default == PREFILL_CHUNK

@@ -122,3 +122,56 @@ def test_the_writers_batch_pays_the_credit_of_every_frame_it_takes() -> None:
     assert credit.acked == 3  # a stream written in batches must not stall at its window
     box.take_nowait(10)
     assert credit.acked == 5
+
+
+async def test_credit_waits_while_a_real_socket_holds_unsent_bytes_and_is_paid_as_the_peer_reads() -> None:
+    import socket
+
+    from rtserver.server.outbox import socket_backlog
+
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0))
+    ours = socket.create_connection(listener.getsockname())
+    peer, _ = listener.accept()
+    listener.close()
+    peer.setblocking(False)
+    transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+    try:
+        probe = socket_backlog(transport)
+        assert probe is not None
+        box, credit = Outbox(100, backlog=probe, low_water=64 * 1024), _Credit()
+        transport.write(b"x" * 4_000_000)  # a peer that does not read: this stays in the socket
+        await asyncio.sleep(0.05)
+        assert probe() > 64 * 1024
+        for i in range(3):
+            assert box.put(_tok(i))
+            box.charge(credit)
+        assert len(box.take_nowait(3)) == 3
+        await asyncio.sleep(0.1)
+        assert credit.acked == 0  # handed to a socket that is not draining: the stream stays paused
+        async with asyncio.timeout(30):  # the peer reads: the socket drains and the credit comes back
+            while credit.acked < 3:
+                try:
+                    while peer.recv(1 << 20):
+                        pass
+                except BlockingIOError:
+                    pass
+                await asyncio.sleep(0.01)
+        assert credit.acked == 3
+    finally:
+        transport.abort()
+        peer.close()
+
+
+def test_credit_held_for_a_backed_up_socket_is_paid_when_the_socket_goes() -> None:
+    async def main() -> int:
+        box, credit = Outbox(100, backlog=lambda: 1 << 30), _Credit()
+        for i in range(4):
+            box.put(_tok(i))
+            box.charge(credit)
+        box.take_nowait(2)
+        assert credit.acked == 0
+        box.forgive()  # two taken (held), two still queued: none will be written now
+        return credit.acked
+
+    assert asyncio.run(main()) == 4
