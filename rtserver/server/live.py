@@ -11,8 +11,9 @@ mid-response, generation goes on for ``resume_grace_s`` so a resuming client can
 pick up the stream from the frames the machine keeps.
 
 Flow control: a response whose worker stream has a window (``credit``) gets credit
-back as its token frames leave the socket's outbox (``Outbox.charge``), at once while
-no socket is attached, and for every queued frame when the socket goes. A stream
+back as its token frames leave the socket's outbox and the socket holds at most 64 KiB
+unsent (``Outbox.charge``; server/outbox.py), at once while no socket is attached, and
+for every queued frame when the socket goes. A stream
 paused by a socket that takes nothing for ``slow_consumer_timeout_s`` is closed with
 4008 (the last resort, as for a full outbox).
 """
