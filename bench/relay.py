@@ -169,6 +169,14 @@ def _patch_recordtoken() -> None:
     machine.token_values = token_values  # type: ignore[assignment]
 
 
+def _patch_nobacklog() -> None:
+    """No socket-backlog probe: token credit paid when the writer takes the frame (before issue 12's
+    low-water rule), to measure what the probe costs."""
+    from rtserver.server import connection
+
+    connection.socket_backlog = lambda transport: None  # type: ignore[assignment]
+
+
 def _run_from(root: str) -> None:
     import os
 
@@ -196,7 +204,7 @@ def _patch_newroot() -> None:
 
 PATCHES = {"nometrics": _patch_nometrics, "faststats": _patch_faststats, "textbytes": _patch_textbytes,
            "enginehost": _patch_enginehost, "oldworker": _patch_oldworker, "recordtoken": _patch_recordtoken,
-           "oldroot": _patch_oldroot, "newroot": _patch_newroot}
+           "oldroot": _patch_oldroot, "newroot": _patch_newroot, "nobacklog": _patch_nobacklog}
 
 
 def serve_patched(patches: list[str], argv: list[str]) -> int:
