@@ -94,7 +94,6 @@ class Turn:
     clock: ResponseClock
     use_case: str = "?"
     model: str = "?"
-    worker: str | None = None
     request: GenerateRequest | None = None
     attempts: int = 0
     produced: int = 0  # tokens streamed so far, across workers
@@ -165,14 +164,13 @@ class ConversationMachine:
         s = self.session
         turn.clock.route_ms = event.route_ms
         turn.clock.decision = event.decision
-        turn.use_case, turn.model, turn.worker = event.use_case, event.model, event.worker
+        turn.use_case, turn.model = event.use_case, event.model
         turn.gateway_queue_ms = event.queue_ms
         if event.context_changed:
             s.context_changes += 1
         if event.decision == "bypass":
             s.bypass_count += 1
         s.route = dict(event.state)
-        s.worker = event.worker
         turn.log.routed = True
         msg = turn.message
         out: list[act.Action] = [self._record(to_wire(Route(
@@ -208,8 +206,7 @@ class ConversationMachine:
         turn = self._turn()
         assert turn.request is not None
         turn.attempts += 1
-        turn.worker = worker
-        self.session.worker = worker
+        self.session.worker = worker  # the generation's worker is the conversation's pin
         return [act.Generate(turn.request, worker)]
 
     def _token(self, event: ev.WorkerToken) -> list[act.Action]:
@@ -239,8 +236,8 @@ class ConversationMachine:
         if event.reason == "error":
             why = event.error or "generation failed"
             if turn.log.next_seq == 0 and why == "draining" and turn.attempts < self.policy.max_attempts:
-                assert turn.worker is not None
-                return [*out, act.Retry(turn.model, avoid=turn.worker)]
+                assert self.session.worker is not None
+                return [*out, act.Retry(turn.model, avoid=self.session.worker)]
             failed = WorkerOverloaded(why) if why in ("overloaded", "draining") else InternalError(why)
             out.append(self._error(failed, ref=turn.log.message_id))
         completion = turn.produced if turn.attempts > 1 else event.completion_tokens
@@ -250,8 +247,8 @@ class ConversationMachine:
 
     def _worker_lost(self, event: ev.WorkerLostEvent) -> list[act.Action]:
         turn = self._turn()
-        assert turn.worker is not None and turn.request is not None
-        failed = turn.worker
+        assert self.session.worker is not None and turn.request is not None
+        failed = self.session.worker
         out: list[act.Action] = [self._flush_log(turn)]
         can_retry = turn.attempts < self.policy.max_attempts
         if turn.log.next_seq == 0 and can_retry:
