@@ -63,8 +63,9 @@ async def open_session(gw: Gateway, conn: Connection, hello: Hello | None) -> Li
     return live
 
 
-def _attach(live: LiveSession, conn: Connection) -> None:
-    """``conn`` takes the session over: another socket holding it is closed (4003-style replace)."""
+def _attach(live: LiveSession, conn: Connection | None) -> None:
+    """``conn`` takes the session over (None: nobody does, our copy is dropped): another socket
+    holding it is closed with ``session_replaced``, and the grace timer is stopped."""
     old = live.conn
     if old is not None and old is not conn:
         old.live = None
@@ -93,13 +94,7 @@ async def _resume(gw: Gateway, hello: Hello, subject: str | None, new_digest: st
     if live is not None and ours:
         return live
     if live is not None:  # the conversation moved on on another gateway: drop our copy
-        if live.detach_timer is not None:
-            live.detach_timer.cancel()
-            live.detach_timer = None
-        if live.conn is not None:
-            live.conn.live = None
-            live.conn.close(CloseCode.SESSION_REPLACED, "session resumed on another socket")
-            live.conn = None
+        _attach(live, None)
     live = gw.register(session)
     if session.route:
         from rtserver.routing.router import InvalidRouteState, RouteState
