@@ -102,8 +102,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from rtserver.workers.host import EngineSpec
     from rtserver.workers.worker import engine_link, serve_worker
 
-    spec = EngineSpec(ws.engine, ws.model, ws.model_id or None, ws.capacity, ws.engine_options(),
-                      ws.log_level, ws.log_json)
+    spec = EngineSpec.from_settings(ws)
 
     async def main() -> None:
         engine = engine_link(spec, ws.engine_host)

@@ -83,7 +83,7 @@ def _make_engine(gw: Gateway) -> Any:
     from rtserver.workers.host import EngineSpec
 
     ws = worker_settings(gw.settings, name="embedded", listen="127.0.0.1:0")
-    return EngineSpec(ws.engine, ws.model, ws.model_id or None, ws.capacity, ws.engine_options()).build()
+    return EngineSpec.from_settings(ws).build()
 
 
 async def watch(gw: Gateway) -> None:

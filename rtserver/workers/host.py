@@ -34,13 +34,16 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rtserver.engines.base import Engine, EngineInfo, EngineLoad
 from rtserver.exceptions import EngineError, WorkerProtocolError
 from rtserver.workers.frames import Fail, HostLoad, HostReady
 from rtserver.workers.runner import KV_STATS, Runner, kv_stats_of
 from rtserver.workers.wire import FrameReader, pack
+
+if TYPE_CHECKING:
+    from rtserver.config import WorkerSettings
 
 log = logging.getLogger("rtserver.host")
 
@@ -59,6 +62,12 @@ class EngineSpec:
     opts: dict[str, Any] = field(default_factory=dict)
     log_level: str = "info"
     log_json: bool = False
+
+    @classmethod
+    def from_settings(cls, ws: WorkerSettings) -> EngineSpec:
+        """What a worker with settings ``ws`` builds."""
+        return cls(ws.engine, ws.model, ws.model_id or None, ws.capacity, ws.engine_options(), ws.log_level,
+                   ws.log_json)
 
     def build(self) -> Engine:
         from rtserver.engines.registry import create_engine
