@@ -1,11 +1,14 @@
 """The CPU engine: a GGUF model on openvino-genai's ContinuousBatchingPipeline.
 
 One background thread owns the pipeline and runs its ``step()`` loop; the event loop
-talks to it through a command queue (add, cancel) and receives tokens through
-``call_soon_threadsafe``. Requests beyond ``capacity`` wait in a FIFO inside the
+talks to it through a command queue (add, cancel) and receives each step's events in
+one ``call_soon_threadsafe``. ``step()`` holds the GIL for the whole step, so on a loop
+with a step gate (the engine host's, rtserver/engines/stepgate.py) the thread waits
+for the loop to be idle before it takes the next commands and steps. Requests beyond ``capacity`` wait in a FIFO inside the
 engine (their ``queue_ms`` measures it); each step decodes every active sequence.
-Detokenisation is incremental: the whole sequence is decoded and the new suffix
-sent, holding back an incomplete UTF-8 character.
+Detokenisation is incremental and batched: after each step, one ``decode`` call covers
+every sequence that got a token, each over a short window, and an incomplete UTF-8
+character is held back until the next token.
 """
 
 from __future__ import annotations
@@ -30,9 +33,15 @@ from rtserver.engines.base import (
     TokenEvent,
 )
 from rtserver.engines.models import resolve_model
+from rtserver.engines.stepgate import StepGate, gate_of
 from rtserver.exceptions import EngineError
 
 _STOP = object()
+
+
+def _deliver(batch: list[tuple[_Job, EngineEvent]]) -> None:
+    for job, event in batch:
+        job.out.put_nowait(event)
 
 
 @dataclass(slots=True)
@@ -43,8 +52,9 @@ class _Job:
     enqueued: float
     handle: Any = None
     ids: list[int] = field(default_factory=list)
-    sent_chars: int = 0
-    sent_ids: int = 0
+    sent_ids: int = 0  # tokens whose text was sent
+    prefix_offset: int = 0  # ids[prefix_offset:read_offset] decode to text already sent (the decode window's context)
+    read_offset: int = 0
     prompt_tokens: int = 0
     queue_ms: float = 0.0
     cancelled: bool = False
@@ -79,11 +89,14 @@ class OpenVinoEngine:
         self._active: dict[str, _Job] = {}
         self._waiting: deque[_Job] = deque()
         self._next_id = 0
+        self._events: list[tuple[_Job, EngineEvent]] = []  # this turn's, delivered by _post()
+        self._gate: StepGate | None = None
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._load)
+        self._gate = gate_of(loop)
         self._thread = threading.Thread(target=self._run, name="openvino-engine", daemon=True)
         self._thread.start()
         await self._warm_up()
@@ -151,11 +164,17 @@ class OpenVinoEngine:
     # ----------------------------------------------------------------- engine thread
     def _run(self) -> None:
         while True:
-            block = not self._active and not self._waiting
+            if not self._active and not self._waiting:
+                cmd = self._commands.get()  # idle: wait for work
+                if cmd is _STOP:
+                    self._shut_down()
+                    return
+                self._command(cmd)
+            if self._gate is not None:
+                self._gate.wait()  # the loop delivers the last step's tokens and queues what it has read
             try:
                 while True:
-                    cmd = self._commands.get(block=block)
-                    block = False
+                    cmd = self._commands.get_nowait()
                     if cmd is _STOP:
                         self._shut_down()
                         return
@@ -163,14 +182,16 @@ class OpenVinoEngine:
             except queue.Empty:
                 pass
             self._admit()
+            self._post()
             if not self._active:
                 continue
             try:
                 self._pipe.step()
             except Exception as exc:  # a broken step fails every sequence in it
                 self._fail_all(f"engine step failed: {exc}")
-                continue
-            self._collect()
+            else:
+                self._collect()
+            self._post()
 
     def _command(self, cmd: tuple[str, _Job]) -> None:
         kind, job = cmd
@@ -215,54 +236,80 @@ class OpenVinoEngine:
     def _collect(self) -> None:
         import openvino_genai as og
 
-        done: list[str] = []
+        finished: list[tuple[str, _Job, str]] = []
+        to_flush: list[tuple[_Job, bool]] = []
         for key, job in self._active.items():
             handle = job.handle
             reason: str | None = None
+            fresh = False
             if handle.can_read():
                 for output in handle.read().values():
                     job.ids.extend(output.generated_ids)
+                    fresh = fresh or bool(output.generated_ids)
                     fr = output.finish_reason
                     if fr == og.GenerationFinishReason.STOP:
                         reason = "stop"
                     elif fr == og.GenerationFinishReason.LENGTH:
                         reason = "length"
-                self._flush_text(job, final=reason is not None)
             status = handle.get_status()
             if reason is None and status != og.GenerationStatus.RUNNING:
                 if job.cancelled or status in (og.GenerationStatus.CANCEL, og.GenerationStatus.STOP):
                     reason = "cancelled"
                 elif status == og.GenerationStatus.FINISHED:
-                    self._flush_text(job, final=True)
                     reason = "stop"
                 else:
                     reason = "error"
+            if fresh or reason is not None:
+                to_flush.append((job, reason is not None))
             if reason is not None:
-                if job.cancelled:
-                    reason = "cancelled"
-                self._emit(job, FinishEvent(reason, job.prompt_tokens, len(job.ids), job.queue_ms))  # type: ignore[arg-type]
-                done.append(key)
-        for key in done:
+                finished.append((key, job, "cancelled" if job.cancelled else reason))
+        self._flush_texts(to_flush)
+        for key, job, why in finished:
+            self._emit(job, FinishEvent(why, job.prompt_tokens, len(job.ids), job.queue_ms))  # type: ignore[arg-type]
             del self._active[key]
 
-    def _flush_text(self, job: _Job, *, final: bool) -> None:
-        if not job.ids or job.cancelled:
+    def _flush_texts(self, items: list[tuple[_Job, bool]]) -> None:
+        """The new text of every job that got tokens this step (``True``: its last), from one batched decode.
+
+        Incremental: each job decodes only the window from the last emitted boundary
+        (``prefix_offset``) and sends what the window's text gained over the part already
+        sent; a text ending in an incomplete UTF-8 character waits for the next token,
+        except the last. One ``decode`` call for the whole step: the tokenizer's cost is
+        per call (about 0.2 ms here), nearly independent of the tokens in it.
+        """
+        items = [(job, final) for job, final in items if job.ids and not job.cancelled]
+        if not items:
             return
-        text = self._tok.decode(job.ids)
-        if not final and text.endswith("\ufffd"):
-            return  # an incomplete multi-byte character: wait for the next token
-        new = text[job.sent_chars :]
-        if new:
-            job.sent_chars = len(text)
+        windows: list[list[int]] = []
+        for job, _ in items:
+            windows.append(job.ids[job.prefix_offset : job.read_offset])
+            windows.append(job.ids[job.prefix_offset :])
+        texts = self._tok.decode(windows)
+        for i, (job, final) in enumerate(items):
+            before, now = texts[2 * i], texts[2 * i + 1]
+            if len(now) <= len(before) or (not final and now.endswith("\ufffd")):
+                continue  # nothing printable yet, or an incomplete multi-byte character: wait
             first = job.sent_ids == 0
-            self._emit(job, TokenEvent(new, len(job.ids) - job.sent_ids, job.queue_ms if first else None))
+            self._emit(job, TokenEvent(now[len(before) :], len(job.ids) - job.sent_ids, job.queue_ms if first else None))
             job.sent_ids = len(job.ids)
+            job.prefix_offset, job.read_offset = job.read_offset, len(job.ids)
 
     def _emit(self, job: _Job, event: EngineEvent) -> None:
-        try:
-            job.loop.call_soon_threadsafe(job.out.put_nowait, event)
-        except RuntimeError:  # the event loop is gone
-            pass
+        self._events.append((job, event))
+
+    def _post(self) -> None:
+        """Hand this turn's events to their event loop in one callback (one wake-up, not one per token)."""
+        if not self._events:
+            return
+        events, self._events = self._events, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, EngineEvent]]] = {}
+        for job, event in events:
+            by_loop.setdefault(job.loop, []).append((job, event))
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, batch)
+            except RuntimeError:  # the event loop is gone
+                pass
 
     def _shut_down(self) -> None:
         """Cancel every sequence and step until the pipeline has freed their KV blocks, then
@@ -271,6 +318,7 @@ class OpenVinoEngine:
             job.cancelled = True
             job.handle.cancel()
         self._fail_all("engine closed")
+        self._post()
         for _ in range(16):
             try:
                 if not self._pipe.has_non_finished_requests():

@@ -7,7 +7,8 @@ event-loop turn on each side, so the tokens of one engine step cross in one writ
 The host builds its engine by name through the registry, so any ``Engine`` works
 there, and runs it with a ``Runner``. It may block for as long as a step takes (a
 native step can hold the GIL for a whole prefill); the worker that answers sockets,
-heartbeats and cancels never waits on it.
+heartbeats and cancels never waits on it. Its event loop is a ``GatedLoop``, so an
+engine that steps in a thread of its own lets the loop finish its work between steps.
 
 The host dies with the worker: it exits on EOF on the channel, and on Linux the
 kernel also kills it when the worker's thread that started it exits
@@ -37,6 +38,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rtserver.engines.base import Engine, EngineInfo, EngineLoad
+from rtserver.engines.stepgate import GatedLoop
 from rtserver.exceptions import EngineError, WorkerProtocolError
 from rtserver.workers.frames import Fail, HostLoad, HostReady
 from rtserver.workers.runner import KV_STATS, Runner, kv_stats_of
@@ -378,12 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     from rtserver.logs import configure
 
     configure(spec.log_level, spec.log_json)
-    try:
-        import uvloop
-
-        return int(uvloop.run(_host(args.fd, spec)))
-    except ImportError:  # pragma: no cover
-        return asyncio.run(_host(args.fd, spec))
+    # asyncio's selector loop with a step gate, not uvloop: an engine stepping in a thread
+    # that holds the GIL waits for this loop to be idle between steps (engines/stepgate.py).
+    with asyncio.Runner(loop_factory=GatedLoop) as runner:
+        return runner.run(_host(args.fd, spec))
 
 
 if __name__ == "__main__":
