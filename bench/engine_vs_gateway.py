@@ -22,7 +22,7 @@ tokens/s = completion tokens of all requests / wall time from the first request 
 the last ``done``. Each run prints the prompt tokens of every request (the raw side
 counts its templated prompts, the gateway side reads ``done.usage.prompt_tokens``); a
 run whose counts differ from the raw side's is flagged ``unequal`` in the table.
-Results: bench/results/engine_vs_gateway.json.
+Results: bench/results/engine_vs_gateway.json (``--name`` for another file).
 """
 
 from __future__ import annotations
@@ -128,6 +128,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--chunk", type=int, default=256, help="raw pipeline's max_num_batched_tokens")
     p.add_argument("--old-root", default="", help="a checkout to run as gateway-old")
+    p.add_argument("--name", default="engine_vs_gateway", help="results file under bench/results/")
     args = p.parse_args()
     runs: dict[str, list[dict[str, Any]]] = {}
     for rep in range(args.repeat):
@@ -157,7 +158,7 @@ def main() -> None:
                   f"{s['ttft_added_ms']:+.0f}",
                   f"{s['prompt_tokens_sum']} ({'same as raw' if s['prompt_tokens_equal_to_raw'] else 'unequal'})"]
                  for t, s in summary.items()]))
-    path = write_results("engine_vs_gateway", {"args": vars(args), "runs": runs, "summary": summary})
+    path = write_results(args.name, {"args": vars(args), "runs": runs, "summary": summary})
     print(f"wrote {path}")
 
 
