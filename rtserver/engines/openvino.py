@@ -14,6 +14,8 @@ character is held back until the next token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import queue
 import threading
 import time
@@ -32,9 +34,12 @@ from rtserver.engines.base import (
     GenerateRequest,
     TokenEvent,
 )
+from rtserver.engines.detok import TextStream, advance
 from rtserver.engines.models import resolve_model
 from rtserver.engines.stepgate import StepGate, gate_of
 from rtserver.exceptions import EngineError
+
+log = logging.getLogger("rtserver.engine.openvino")
 
 _STOP = object()
 
@@ -51,10 +56,7 @@ class _Job:
     out: asyncio.Queue[EngineEvent]
     enqueued: float
     handle: Any = None
-    ids: list[int] = field(default_factory=list)
-    sent_ids: int = 0  # tokens whose text was sent
-    prefix_offset: int = 0  # ids[prefix_offset:read_offset] decode to text already sent (the decode window's context)
-    read_offset: int = 0
+    text: TextStream = field(default_factory=TextStream)
     prompt_tokens: int = 0
     queue_ms: float = 0.0
     cancelled: bool = False
@@ -164,34 +166,45 @@ class OpenVinoEngine:
     # ----------------------------------------------------------------- engine thread
     def _run(self) -> None:
         while True:
-            if not self._active and not self._waiting:
-                cmd = self._commands.get()  # idle: wait for work
+            try:
+                if not self._turn():
+                    return
+            except Exception:  # a bug here must not leave every stream waiting forever
+                log.exception("openvino engine thread: unexpected error; failing the active requests")
+                self._fail_all("engine error")
+                self._post()
+
+    def _turn(self) -> bool:
+        """One turn of the engine thread: take commands, admit, step, collect. False: stop."""
+        if not self._active and not self._waiting:
+            cmd = self._commands.get()  # idle: wait for work
+            if cmd is _STOP:
+                self._shut_down()
+                return False
+            self._command(cmd)
+        if self._gate is not None:
+            self._gate.wait()  # the loop delivers the last step's tokens and queues what it has read
+        try:
+            while True:
+                cmd = self._commands.get_nowait()
                 if cmd is _STOP:
                     self._shut_down()
-                    return
+                    return False
                 self._command(cmd)
-            if self._gate is not None:
-                self._gate.wait()  # the loop delivers the last step's tokens and queues what it has read
-            try:
-                while True:
-                    cmd = self._commands.get_nowait()
-                    if cmd is _STOP:
-                        self._shut_down()
-                        return
-                    self._command(cmd)
-            except queue.Empty:
-                pass
-            self._admit()
-            self._post()
-            if not self._active:
-                continue
-            try:
-                self._pipe.step()
-            except Exception as exc:  # a broken step fails every sequence in it
-                self._fail_all(f"engine step failed: {exc}")
-            else:
-                self._collect()
-            self._post()
+        except queue.Empty:
+            pass
+        self._admit()
+        self._post()
+        if not self._active:
+            return True
+        try:
+            self._pipe.step()
+        except Exception as exc:  # a broken step fails every sequence in it
+            self._fail_all(f"engine step failed: {exc}")
+        else:
+            self._collect()
+        self._post()
+        return True
 
     def _command(self, cmd: tuple[str, _Job]) -> None:
         kind, job = cmd
@@ -201,7 +214,7 @@ class OpenVinoEngine:
             job.cancelled = True
             if job in self._waiting:
                 self._waiting.remove(job)
-                self._emit(job, FinishEvent("cancelled", job.prompt_tokens, len(job.ids), job.queue_ms))
+                self._emit(job, FinishEvent("cancelled", job.prompt_tokens, len(job.text.ids), job.queue_ms))
             elif job.handle is not None:
                 job.handle.cancel()
 
@@ -244,7 +257,7 @@ class OpenVinoEngine:
             fresh = False
             if handle.can_read():
                 for output in handle.read().values():
-                    job.ids.extend(output.generated_ids)
+                    job.text.ids.extend(output.generated_ids)
                     fresh = fresh or bool(output.generated_ids)
                     fr = output.finish_reason
                     if fr == og.GenerationFinishReason.STOP:
@@ -265,34 +278,17 @@ class OpenVinoEngine:
                 finished.append((key, job, "cancelled" if job.cancelled else reason))
         self._flush_texts(to_flush)
         for key, job, why in finished:
-            self._emit(job, FinishEvent(why, job.prompt_tokens, len(job.ids), job.queue_ms))  # type: ignore[arg-type]
+            self._emit(job, FinishEvent(why, job.prompt_tokens, len(job.text.ids), job.queue_ms))  # type: ignore[arg-type]
             del self._active[key]
 
     def _flush_texts(self, items: list[tuple[_Job, bool]]) -> None:
-        """The new text of every job that got tokens this step (``True``: its last), from one batched decode.
-
-        Incremental: each job decodes only the window from the last emitted boundary
-        (``prefix_offset``) and sends what the window's text gained over the part already
-        sent; a text ending in an incomplete UTF-8 character waits for the next token,
-        except the last. One ``decode`` call for the whole step: the tokenizer's cost is
-        per call (about 0.2 ms here), nearly independent of the tokens in it.
-        """
-        items = [(job, final) for job, final in items if job.ids and not job.cancelled]
-        if not items:
-            return
-        windows: list[list[int]] = []
-        for job, _ in items:
-            windows.append(job.ids[job.prefix_offset : job.read_offset])
-            windows.append(job.ids[job.prefix_offset :])
-        texts = self._tok.decode(windows)
-        for i, (job, final) in enumerate(items):
-            before, now = texts[2 * i], texts[2 * i + 1]
-            if len(now) <= len(before) or (not final and now.endswith("\ufffd")):
-                continue  # nothing printable yet, or an incomplete multi-byte character: wait
-            first = job.sent_ids == 0
-            self._emit(job, TokenEvent(now[len(before) :], len(job.ids) - job.sent_ids, job.queue_ms if first else None))
-            job.sent_ids = len(job.ids)
-            job.prefix_offset, job.read_offset = job.read_offset, len(job.ids)
+        """The new text of every job that got tokens this step (``True``: its last), from one decode call."""
+        items = [(job, last) for job, last in items if job.text.ids and not job.cancelled]
+        firsts = [job.text.sent_ids == 0 for job, _ in items]
+        news = advance(self._tok.decode, [(job.text, last) for job, last in items])
+        for (job, _), first, new in zip(items, firsts, news, strict=True):
+            if new is not None:
+                self._emit(job, TokenEvent(new[0], new[1], job.queue_ms if first else None))
 
     def _emit(self, job: _Job, event: EngineEvent) -> None:
         self._events.append((job, event))
@@ -331,6 +327,9 @@ class OpenVinoEngine:
 
     def _fail_all(self, why: str) -> None:
         for job in list(self._active.values()) + list(self._waiting):
-            self._emit(job, FinishEvent("error", job.prompt_tokens, len(job.ids), job.queue_ms, error=why))
+            if job.handle is not None:
+                with contextlib.suppress(Exception):  # stop generating for it (the pipeline may be broken)
+                    job.handle.cancel()
+            self._emit(job, FinishEvent("error", job.prompt_tokens, len(job.text.ids), job.queue_ms, error=why))
         self._active.clear()
         self._waiting.clear()
