@@ -43,10 +43,10 @@ from rtserver.routing.usecases import USE_CASES
 # Tokens per engine step (decode tokens included) while a long prompt prefills beside
 # decoding streams: the openvino engine's default too (raised to capacity + 16 where that
 # is more: engines/openvino.py, step_budget). Chosen by measurement on a quiet 2-core box
-# (bench/worker_stall.py, docs/BENCHMARKS.md "Prefill chunk, again, quiet"): with 8 streams
-# decoding beside a 2,300-token prompt, 32 kept their ITL p99 at 3.0x their p50 and took
-# 1.2x the prompt's TTFT of 64 (12.1 against 10.0 s); 64 gave 4.8x, 16 gave 2.3x at 1.9x
-# the TTFT.
+# (bench/worker_stall.py, docs/BENCHMARKS.md "Prefill chunk, again, on a quiet machine"):
+# with 8 streams decoding beside a 2,300-token prompt, 32 kept their ITL p99 at 3.0-3.4x
+# their p50 and took 1.2x the prompt's TTFT of 64 (12.1 against 9.7-10.0 s); 64 gave
+# 4.8-5.8x, 16 gave 2.3x at 1.9x the TTFT.
 PREFILL_CHUNK = 32
 
 _LIMITS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Limits)}  # one source: protocol.frames.Limits

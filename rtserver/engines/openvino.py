@@ -4,8 +4,9 @@ One background thread owns the pipeline and runs its ``step()`` loop; the event 
 talks to it through a command queue (add, cancel) and receives each step's events in
 one ``call_soon_threadsafe``. ``step()`` holds the GIL for the whole step, so on a loop
 with a step gate (the engine host's, rtserver/engines/stepgate.py) the thread waits
-for the loop to be idle before it takes the next commands and steps. Requests beyond ``capacity`` wait in a FIFO inside the
-engine (their ``queue_ms`` measures it); each step decodes every active sequence.
+for the loop to be idle before it takes the next commands and steps. Requests beyond
+``capacity`` wait in a FIFO inside the engine (their ``queue_ms`` measures it); each
+step decodes every active sequence.
 Detokenisation is incremental and batched: after each step, one ``decode`` call covers
 every sequence that got a token, each over a short window, and an incomplete UTF-8
 character is held back until the next token.
