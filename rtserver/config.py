@@ -42,12 +42,13 @@ from rtserver.routing.usecases import USE_CASES
 
 # Tokens per engine step (decode tokens included) while a long prompt prefills beside
 # decoding streams: the openvino engine's default too (raised to capacity + 16 where that
-# is more: engines/openvino.py, step_budget). Chosen by measurement on a quiet 2-core box
-# (bench/worker_stall.py, docs/BENCHMARKS.md "Prefill chunk, again, on a quiet machine"):
-# with 8 streams decoding beside a 2,300-token prompt, 32 kept their ITL p99 at 3.0-3.4x
-# their p50 and took 1.2x the prompt's TTFT of 64 (12.1 against 9.7-10.0 s); 64 gave
-# 4.8-5.8x, 16 gave 2.3x at 1.9x the TTFT.
-PREFILL_CHUNK = 32
+# is more: engines/openvino.py, step_budget). Chosen by measurement (bench/worker_stall.py,
+# bench/engine_vs_gateway.py; docs/BENCHMARKS.md "Prefill chunk, again, on a quiet
+# machine"): 64 keeps a 16-request burst's TTFT through the gateway within +13 ms of the
+# raw engine (+108 ms at 32) and the long prompt's TTFT lowest; 32 smooths the streams
+# decoding beside a long prompt (their ITL p99 3.4-3.6x their p50, against 4.8-5.8x at
+# 64) for 1.1-1.4x that prompt's TTFT. Neither reaches 3x on a 2-core box.
+PREFILL_CHUNK = 64
 
 _LIMITS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Limits)}  # one source: protocol.frames.Limits
 
