@@ -190,23 +190,17 @@ class OpenVinoEngine:
 
     def _turn(self) -> bool:
         """One turn of the engine thread: take commands, admit, step, collect. False: stop."""
-        if not self._active and not self._waiting:
-            cmd = self._commands.get()  # idle: wait for work
-            if cmd is _STOP:
-                self._shut_down()
-                return False
-            self._command(cmd)
+        if not self._active and not self._waiting and not self._take(self._commands.get()):  # idle: wait for work
+            return False
         if self._gate is not None:
             self._gate.wait()  # the loop delivers the last step's tokens and queues what it has read
-        try:
-            while True:
+        while True:
+            try:
                 cmd = self._commands.get_nowait()
-                if cmd is _STOP:
-                    self._shut_down()
-                    return False
-                self._command(cmd)
-        except queue.Empty:
-            pass
+            except queue.Empty:
+                break
+            if not self._take(cmd):
+                return False
         self._admit()
         self._post()
         if not self._active:
@@ -218,6 +212,14 @@ class OpenVinoEngine:
         else:
             self._collect()
         self._post()
+        return True
+
+    def _take(self, cmd: Any) -> bool:
+        """One command from the queue; False for the stop command (the pipeline is then shut down)."""
+        if cmd is _STOP:
+            self._shut_down()
+            return False
+        self._command(cmd)
         return True
 
     def _command(self, cmd: tuple[str, _Job]) -> None:
