@@ -4,7 +4,9 @@
 
 For each config (``HOST:CHUNK``: ``--engine-host`` and ``--prefill-chunk``) one real
 ``rtserver worker --engine openvino`` (the embedded SmolLM2) is started and spoken to on
-its raw wire:
+its raw wire. ``raw:CHUNK`` runs the same scenario on openvino's pipeline itself, stepped
+in the bench's process at the budget the engine would use (no worker, no pings): what the
+engine alone does, to compare with in the same run.
 
 1. ``--others`` greedy streams run (``max_tokens`` large enough to outlast the prefill);
 2. once each has streamed 8 tokens, a ``gen`` with a prompt of about ``--prompt-tokens``
@@ -113,53 +115,128 @@ async def scenario(address: str, prompt_tokens: int, others: int, other_tokens: 
     rd.cancel()
     writer.close()
 
-    def gaps(lo: float, hi: float) -> tuple[list[float], float, float]:
-        """Per-token gaps (an arrival of n tokens after g ms counts n gaps of g/n) of arrivals in
-        [lo, hi], the gap that spans into the window included; plus the longest gap and its start - t0."""
-        out: list[float] = []
-        worst, worst_at = 0.0, 0.0
-        for arrivals in tok_times.values():
-            prev = [a for a in arrivals if a[0] < lo][-1:]
-            inside = [a for a in arrivals if lo <= a[0] <= hi]
-            after = [a for a in arrivals if a[0] > hi][:1]
-            seq = [*prev, *inside, *after] if inside else []
-            for (ta, _), (tb, n) in itertools.pairwise(seq):
-                g = (tb - ta) * 1000
-                out += [g / n] * n
-                if g > worst:
-                    worst, worst_at = g, ta - t0
-        return out, worst, worst_at
-
     base_rtt = [r * 1000 for s, r in pong_rtt if before_start <= s < t0]
     win_rtt = [r * 1000 for s, r in pong_rtt if t0 <= s <= t1]
     win_loads = [t for t in loads if t0 - 1 <= t <= t1 + 1]
     hb_gap = max((b - a for a, b in itertools.pairwise(win_loads)), default=float("nan")) * 1000
-    itl_before, _, _ = gaps(before_start, t0)
-    itl_during, worst, worst_at = gaps(t0, t1)
-    others_tokens = sum(n for arrivals in tok_times.values() for t, n in arrivals if t0 <= t <= t1)
-    p50_before = percentile(itl_before, 0.5)
-    p99_during = percentile(itl_during, 0.99)
     return {
-        "prompt_tokens": done.get("prompt"),
-        "prefill_s": t1 - t0,
+        **itl_stats(tok_times, before_start, t0, t1, done.get("prompt") or 0),
         "pong_rtt_ms_baseline_p50": percentile(base_rtt, 0.5),
         "pong_rtt_ms_p50": percentile(win_rtt, 0.5),
         "pong_rtt_ms_p99": percentile(win_rtt, 0.99),
         "pong_rtt_ms_max": max(win_rtt, default=None),
         "pongs_in_window": len(win_rtt),
         "heartbeat_gap_ms_max": hb_gap,
-        "itl_ms_p50_before": p50_before,
-        "itl_ms_p50_during": percentile(itl_during, 0.5),
-        "itl_ms_p99_during": p99_during,
-        "itl_p99_during_over_p50_before": (p99_during / p50_before) if p50_before and p99_during else None,
-        "itl_ms_max_during": worst,
-        "itl_max_starts_s_after_prompt": worst_at,
-        "others_tokens_per_s_during": others_tokens / (t1 - t0),
-        "prompt_tokens_per_s": (done.get("prompt") or 0) / (t1 - t0),
     }
 
 
+def gaps(tok_times: dict[int, list[tuple[float, int]]], lo: float, hi: float,
+         t0: float) -> tuple[list[float], float, float]:
+    """Per-token gaps (an arrival of n tokens after g ms counts n gaps of g/n) of arrivals in
+    [lo, hi], the gap that spans into the window included; plus the longest gap and its start - t0."""
+    out: list[float] = []
+    worst, worst_at = 0.0, 0.0
+    for arrivals in tok_times.values():
+        prev = [a for a in arrivals if a[0] < lo][-1:]
+        inside = [a for a in arrivals if lo <= a[0] <= hi]
+        after = [a for a in arrivals if a[0] > hi][:1]
+        seq = [*prev, *inside, *after] if inside else []
+        for (ta, _), (tb, n) in itertools.pairwise(seq):
+            g = (tb - ta) * 1000
+            out += [g / n] * n
+            if g > worst:
+                worst, worst_at = g, ta - t0
+    return out, worst, worst_at
+
+
+def itl_stats(tok_times: dict[int, list[tuple[float, int]]], before_start: float, t0: float, t1: float,
+              prompt_tokens: int) -> dict[str, Any]:
+    """The others' ITL before the long prompt (from ``before_start`` to ``t0``, when it was sent)
+    and during its prefill (``t0`` to ``t1``, its first token)."""
+    itl_before, _, _ = gaps(tok_times, before_start, t0, t0)
+    itl_during, worst, worst_at = gaps(tok_times, t0, t1, t0)
+    others_tokens = sum(n for arrivals in tok_times.values() for t, n in arrivals if t0 <= t <= t1)
+    p50_before = percentile(itl_before, 0.5)
+    p50_during = percentile(itl_during, 0.5)
+    p99_during = percentile(itl_during, 0.99)
+    return {
+        "prompt_tokens": prompt_tokens,
+        "prefill_s": t1 - t0,
+        "itl_ms_p50_before": p50_before,
+        "itl_ms_p50_during": p50_during,
+        "itl_ms_p99_during": p99_during,
+        "itl_p99_during_over_p50_before": (p99_during / p50_before) if p50_before and p99_during else None,
+        "itl_ms_p99_during_over_p50_during": (p99_during / p50_during) if p50_during and p99_during else None,
+        "itl_ms_max_during": worst,
+        "itl_max_starts_s_after_prompt": worst_at,
+        "others_tokens_per_s_during": others_tokens / (t1 - t0),
+        "prompt_tokens_per_s": prompt_tokens / (t1 - t0),
+    }
+
+
+def raw_scenario(chunk: int, prompt_tokens: int, others: int, other_tokens: int) -> dict[str, Any]:
+    """The same scenario on openvino's pipeline itself, stepped in this process: no worker, no
+    wire, no event loop. Each step's new tokens count as arriving when the step returns."""
+    import openvino_genai as og
+
+    from rtserver.engines.base import SamplingParams
+    from rtserver.engines.models import DEFAULT_MODEL, resolve_model
+    from rtserver.engines.openvino import generation_config, step_budget
+
+    sc = og.SchedulerConfig()
+    sc.cache_size = 1
+    sc.enable_prefix_caching = True
+    sc.max_num_seqs = others + 1
+    sc.dynamic_split_fuse = True
+    sc.max_num_batched_tokens = step_budget(others + 1, chunk)  # as the engine builds it
+    pipe = og.ContinuousBatchingPipeline(str(resolve_model(DEFAULT_MODEL)), sc, "CPU", {})
+    tok = pipe.get_tokenizer()
+
+    def prompt(text: str) -> str:
+        return str(tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True))
+
+    def config(max_tokens: int) -> Any:  # as the engine builds it for the bench's gen frames
+        return generation_config(SamplingParams(max_tokens=max_tokens, temperature=0.0))
+
+    tok_times: dict[int, list[tuple[float, int]]] = {i: [] for i in range(1, others + 1)}
+    handles = {i: pipe.add_request(i, prompt(f"Count from {i} to 500."), config(other_tokens))
+               for i in range(1, others + 1)}
+
+    def step() -> None:
+        pipe.step()
+        now = time.perf_counter()
+        for i, h in handles.items():
+            if h.can_read():
+                n = sum(len(o.generated_ids) for o in h.read().values())
+                if n:
+                    tok_times[i].append((now, n))
+
+    while min(sum(n for _, n in v) for v in tok_times.values()) < 8:
+        step()
+    before_start = time.perf_counter()
+    while time.perf_counter() - before_start < 1.5:
+        step()
+    text = prompt(long_prompt(prompt_tokens) + " Summarise the list.")
+    n_prompt = int(tok.encode(text).input_ids.get_shape()[-1])
+    t0 = time.perf_counter()
+    long = pipe.add_request(0, text, config(4))
+    while not long.can_read() and long.get_status() == og.GenerationStatus.RUNNING:
+        step()
+    t1 = time.perf_counter()
+    for h in [*handles.values(), long]:
+        h.cancel()
+    for _ in range(4):
+        pipe.step()
+    return itl_stats(tok_times, before_start, t0, t1, n_prompt)
+
+
 def run_config(host: str, chunk: int, args: argparse.Namespace) -> dict[str, Any]:
+    if host == "raw":
+        runs = [raw_scenario(chunk, args.prompt_tokens, args.others, args.other_tokens) for _ in range(args.repeat)]
+        runs_sorted = sorted(runs, key=lambda r: r["itl_ms_p99_during"] or 0.0)
+        return {"engine_host": host, "prefill_chunk": chunk, "pong_rtt_ms_p50": None, "pong_rtt_ms_p99": None,
+                "pong_rtt_ms_max": None, "heartbeat_gap_ms_max": None,
+                **runs_sorted[(len(runs) - 1) // 2], "runs": runs}
     proc = popen_python(["-m", "rtserver", "worker", "--engine", "openvino", "--listen", "127.0.0.1:0",
                          "--name", f"stall-{host}-{chunk}", "--capacity", str(args.others + 1),
                          "--engine-host", host, "--prefill-chunk", str(chunk), "--log-level", "warning"])
@@ -194,10 +271,12 @@ def main() -> None:
 
     print(table(
         ["host", "chunk", "prompt tok", "prefill s", "pong p50 ms", "pong p99 ms", "pong max ms", "hb gap max ms",
-         "ITL p50 before", "ITL p50 during", "ITL p99 during", "p99/p50", "others tok/s", "prompt tok/s"],
+         "ITL p50 before", "ITL p50 during", "ITL p99 during", "p99/p50 before", "p99/p50 during", "others tok/s",
+         "prompt tok/s"],
         [[r["engine_host"], r["prefill_chunk"], r["prompt_tokens"], f(r["prefill_s"]), f(r["pong_rtt_ms_p50"]),
           f(r["pong_rtt_ms_p99"]), f(r["pong_rtt_ms_max"]), f(r["heartbeat_gap_ms_max"]), f(r["itl_ms_p50_before"]),
           f(r["itl_ms_p50_during"]), f(r["itl_ms_p99_during"]), f(r["itl_p99_during_over_p50_before"]),
+          f(r["itl_ms_p99_during_over_p50_during"]),
           f(r["others_tokens_per_s_during"]), f(r["prompt_tokens_per_s"])] for r in rows],
     ))
     path = write_results(args.name, {"machine": machine(), "args": vars(args), "rows": rows})

@@ -33,6 +33,7 @@ from rtserver.engines.base import (
     EngineLoad,
     FinishEvent,
     GenerateRequest,
+    SamplingParams,
     TokenEvent,
 )
 from rtserver.engines.detok import TextStream, advance
@@ -55,6 +56,24 @@ def step_budget(capacity: int, prefill_chunk: int) -> int:
     10 tokens a step, under 32 at most 19), and no prompt advances.
     """
     return max(int(prefill_chunk), capacity + MIN_PROMPT_TOKENS)
+
+
+def generation_config(params: SamplingParams) -> Any:
+    """openvino's ``GenerationConfig`` for ``params`` (temperature 0: greedy). Our prompts come
+    with the chat template already applied, so openvino must not apply it again."""
+    import openvino_genai as og
+
+    gc = og.GenerationConfig()
+    gc.apply_chat_template = False
+    gc.max_new_tokens = params.max_tokens
+    gc.do_sample = params.temperature > 0
+    if gc.do_sample:
+        gc.temperature = params.temperature
+        gc.top_p = params.top_p
+    gc.repetition_penalty = params.repetition_penalty
+    if params.seed is not None:
+        gc.rng_seed = params.seed
+    return gc
 
 
 def _deliver(batch: list[tuple[_Job, EngineEvent]]) -> None:
@@ -235,27 +254,16 @@ class OpenVinoEngine:
                 job.handle.cancel()
 
     def _admit(self) -> None:
-        import openvino_genai as og
-
         while self._waiting and len(self._active) < self._capacity:
             job = self._waiting.popleft()
-            params = job.request.params
-            gc = og.GenerationConfig()
-            gc.max_new_tokens = params.max_tokens
-            gc.do_sample = params.temperature > 0
-            if gc.do_sample:
-                gc.temperature = params.temperature
-                gc.top_p = params.top_p
-            gc.repetition_penalty = params.repetition_penalty
-            if params.seed is not None:
-                gc.rng_seed = params.seed
             messages = [{"role": m.role, "content": m.content} for m in job.request.messages]
             try:
                 prompt = self._tok.apply_chat_template(messages, add_generation_prompt=True)
                 prompt += job.request.prefix  # continue an answer already partly sent
-                job.prompt_tokens = int(self._tok.encode(prompt).input_ids.get_shape()[-1])
+                ids = self._tok.encode(prompt).input_ids  # once: counted here, given to the pipeline as is
+                job.prompt_tokens = int(ids.get_shape()[-1])
                 self._next_id += 1
-                job.handle = self._pipe.add_request(self._next_id, prompt, gc)
+                job.handle = self._pipe.add_request(self._next_id, ids, generation_config(job.request.params))
             except Exception as exc:
                 self._emit(job, FinishEvent("error", 0, 0, error=f"could not start generation: {exc}"))
                 continue
