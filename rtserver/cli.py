@@ -19,7 +19,7 @@ from rtserver.config import (
     worker_settings_from_args,
 )
 from rtserver.exceptions import ConfigError, RtServerError
-from rtserver.runner import run_uvloop
+from rtserver.runner import run_gated, run_uvloop
 
 log = logging.getLogger("rtserver")
 
@@ -100,7 +100,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if ws.cpus:
         os.sched_setaffinity(0, ws.cpu_set())
     from rtserver.workers.host import EngineSpec
-    from rtserver.workers.worker import engine_link, serve_worker
+    from rtserver.workers.worker import engine_link, gated_worker, serve_worker
 
     spec = EngineSpec.from_settings(ws)
 
@@ -114,7 +114,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         else:
             await serve_worker(engine, ws)
 
-    run_uvloop(main())
+    # An engine computing inline that holds the GIL through its steps (openvino) would get
+    # the worker's loop one turn per step on uvloop; a gated loop runs to idle between steps.
+    (run_gated if gated_worker(spec, ws.engine_host) else run_uvloop)(main())
     return 0
 
 

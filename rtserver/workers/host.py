@@ -38,8 +38,8 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rtserver.engines.base import Engine, EngineInfo, EngineLoad
-from rtserver.engines.stepgate import GatedLoop
 from rtserver.exceptions import EngineError, WorkerProtocolError
+from rtserver.runner import run_gated
 from rtserver.workers.frames import Fail, HostLoad, HostReady
 from rtserver.workers.runner import KV_STATS, Runner, kv_stats_of
 from rtserver.workers.wire import FrameReader, pack
@@ -382,8 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     configure(spec.log_level, spec.log_json)
     # asyncio's selector loop with a step gate, not uvloop: an engine stepping in a thread
     # that holds the GIL waits for this loop to be idle between steps (engines/stepgate.py).
-    with asyncio.Runner(loop_factory=GatedLoop) as runner:
-        return runner.run(_host(args.fd, spec))
+    return run_gated(_host(args.fd, spec))
 
 
 if __name__ == "__main__":

@@ -279,8 +279,7 @@ def engine_link(spec: EngineSpec, host: str = "auto") -> EngineLink:
     ``auto`` hosts every engine in its own process except ``synthetic`` and ``openai``,
     whose steps never block an event loop (docs/architecture.md says why and what it costs).
     """
-    if host == "auto":
-        host = "inline" if spec.name in INLINE_ENGINES else "process"
+    host = resolve_host(spec, host)
     if host == "inline":
         return InlineLink(spec.build())
     if host == "process":
@@ -289,6 +288,19 @@ def engine_link(spec: EngineSpec, host: str = "auto") -> EngineLink:
 
 
 INLINE_ENGINES = frozenset({"synthetic", "openai"})
+
+
+def resolve_host(spec: EngineSpec, host: str = "auto") -> str:
+    """``host`` with ``auto`` resolved: ``inline`` for the engines in ``INLINE_ENGINES``, else ``process``."""
+    if host == "auto":
+        return "inline" if spec.name in INLINE_ENGINES else "process"
+    return host
+
+
+def gated_worker(spec: EngineSpec, host: str = "auto") -> bool:
+    """Whether the worker's own loop needs a step gate: an engine that may hold the GIL for a
+    whole step (any but ``INLINE_ENGINES``) computing inline, in the worker's process."""
+    return resolve_host(spec, host) == "inline" and spec.name not in INLINE_ENGINES
 
 
 async def serve_worker(

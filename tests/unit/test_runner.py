@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from rtserver.runner import run_uvloop
+from rtserver.runner import run_gated, run_uvloop
 
 
 def test_runs_the_coroutine_on_uvloop_and_returns_its_value() -> None:
@@ -23,3 +23,32 @@ def test_an_exception_propagates() -> None:
 
     with pytest.raises(KeyError):
         run_uvloop(main())
+
+
+def test_run_gated_gives_the_coroutine_a_loop_with_a_step_gate() -> None:
+    from rtserver.engines.stepgate import gate_of
+
+    async def main() -> bool:
+        await asyncio.sleep(0)
+        return gate_of(asyncio.get_running_loop()) is not None
+
+    assert run_gated(main()) is True
+    assert run_uvloop(main()) is False  # uvloop has none: engines step ungated there
+
+
+@pytest.mark.parametrize(
+    ("engine", "host", "gated"),
+    [
+        ("openvino", "inline", True),  # openvino's step holds the GIL: the worker's own loop must be gated
+        ("transformers", "inline", True),
+        ("openvino", "auto", False),  # auto hosts it in an engine host, which has its own gated loop
+        ("openvino", "process", False),
+        ("synthetic", "auto", False),  # inline, but its steps never block
+        ("openai", "inline", False),
+    ],
+)
+def test_a_worker_computing_a_blocking_engine_inline_runs_on_a_gated_loop(engine: str, host: str, gated: bool) -> None:
+    from rtserver.workers.host import EngineSpec
+    from rtserver.workers.worker import gated_worker
+
+    assert gated_worker(EngineSpec(name=engine, model="m"), host) is gated
