@@ -1,6 +1,6 @@
 """What the server costs on top of its engine: the raw ContinuousBatchingPipeline vs ``rtserver serve``.
 
-    python bench/engine_vs_gateway.py [--conc 16] [--max-tokens 128] [--repeat 2] [--old-root DIR]
+    python bench/engine_vs_gateway.py [--conc 16] [--max-tokens 128] [--repeat 2] [--old-root DIR] [--gateway-flag F ...]
 
 Same run, the same prompt tokens on both sides, greedy, ``--conc`` requests at once, in
 alternation:
@@ -113,8 +113,8 @@ async def _clients(url: str, n: int) -> dict[str, Any]:
             "ttft_ms_p99": percentile(ttft, 0.99), "errors": errors, "prompt_tokens": prompt_tokens}
 
 
-def run_gateway(n: int, max_tokens: int, chunk: int, root: str | None) -> dict[str, Any]:
-    flags = ["--capacity", str(n), "--max-tokens", str(max_tokens), "--temperature", "0", "--system-prompt", "",
+def run_gateway(n: int, max_tokens: int, chunk: int, root: str | None, extra: list[str]) -> dict[str, Any]:
+    flags = [*extra, "--capacity", str(n), "--max-tokens", str(max_tokens), "--temperature", "0", "--system-prompt", "",
              "--repetition-penalty", str(REPETITION_PENALTY), "--prefill-chunk", str(chunk),
              "--messages-per-second", "1000", "--message-burst", "1000", "--log-level", "warning"]
     with gateway(*flags, root=Path(root) if root else ROOT, timeout=300) as (_, port):
@@ -129,6 +129,9 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=256, help="raw pipeline's max_num_batched_tokens")
     p.add_argument("--old-root", default="", help="a checkout to run as gateway-old")
     p.add_argument("--name", default="engine_vs_gateway", help="results file under bench/results/")
+    p.add_argument("--gateway-flag", action="append", default=[], metavar="FLAG",
+                   help="one more `rtserver serve` argument for both gateways (repeat it: "
+                        "--gateway-flag=--embedded-mode --gateway-flag=inproc)")
     args = p.parse_args()
     runs: dict[str, list[dict[str, Any]]] = {}
     for rep in range(args.repeat):
@@ -138,7 +141,7 @@ def main() -> None:
                 res = run_raw(args.conc, args.max_tokens, args.chunk)
             else:
                 root = os.path.abspath(args.old_root) if target == "gateway-old" else None
-                res = run_gateway(args.conc, args.max_tokens, args.chunk, root)
+                res = run_gateway(args.conc, args.max_tokens, args.chunk, root, args.gateway_flag)
             runs.setdefault(target, []).append(res)
             print(f"run {rep + 1} {target:12} {res['tokens_per_s']:7.1f} tok/s  TTFT p50 {res['ttft_ms_p50']:7.0f} ms  "
                   f"prompt tokens {res['prompt_tokens']} (sum {sum(res['prompt_tokens'])})", flush=True)
