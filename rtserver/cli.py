@@ -76,17 +76,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         return asyncio.run(serve_processes(settings))
     from rtserver.server.app import run_gateway
-    from rtserver.workers.worker import INLINE_ENGINES
+    from rtserver.server.resources import engine_blocks_loop
 
     if not settings.worker and settings.embedded_engine == "openvino":
         log.info("starting: model %s on openvino (the first start fetches it), then http://%s:%s/",
                  settings.model, settings.host, settings.port)
-    # The embedded engine in the gateway's own process (inproc), when its steps hold the GIL
-    # (openvino): the gated loop, as in a worker that computes inline (engines/stepgate.py).
-    inproc_blocking = not settings.worker and settings.embedded_mode == "inproc" \
-        and settings.embedded_engine not in INLINE_ENGINES
     try:
-        (run_gated if inproc_blocking else run_uvloop)(run_gateway(settings))
+        (run_gated if engine_blocks_loop(settings) else run_uvloop)(run_gateway(settings))
     except OSError as exc:  # lost the port between the check and the bind
         if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
             raise

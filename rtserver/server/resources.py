@@ -13,7 +13,17 @@ from rtserver.routing.contract import GatewayRouter
 from rtserver.sessions.base import SessionStore
 
 if TYPE_CHECKING:
+    from rtserver.config import Settings
     from rtserver.server.context import GatewayContext as Gateway
+
+
+def engine_blocks_loop(s: Settings) -> bool:
+    """Whether the gateway computes, in its own process, an engine whose steps hold the GIL:
+    the embedded openvino with ``embedded_mode = "inproc"`` (no ``--worker``). Its loop must
+    then be a gated one (engines/stepgate.py), as a worker's that computes such an engine inline."""
+    from rtserver.workers.worker import INLINE_ENGINES
+
+    return not s.worker and s.embedded_mode == "inproc" and s.embedded_engine not in INLINE_ENGINES
 
 
 async def open_store(gw: Gateway) -> SessionStore:

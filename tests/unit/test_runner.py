@@ -52,3 +52,19 @@ def test_a_worker_computing_a_blocking_engine_inline_runs_on_a_gated_loop(engine
     from rtserver.workers.worker import gated_worker
 
     assert gated_worker(EngineSpec(name=engine, model="m"), host) is gated
+
+
+@pytest.mark.parametrize(
+    ("overrides", "gated"),
+    [
+        ({"embedded_mode": "inproc", "embedded_engine": "openvino"}, True),  # the model in the gateway's process
+        ({"embedded_mode": "inproc", "embedded_engine": "synthetic"}, False),
+        ({"embedded_mode": "process", "embedded_engine": "openvino"}, False),  # the default: a worker process
+        ({"embedded_mode": "inproc", "embedded_engine": "openvino", "worker": ["127.0.0.1:7100"]}, False),
+    ],
+)
+def test_a_gateway_computing_openvino_in_process_runs_on_a_gated_loop(overrides: dict[str, object], gated: bool) -> None:
+    from rtserver.config import load_settings
+    from rtserver.server.resources import engine_blocks_loop
+
+    assert engine_blocks_loop(load_settings(env={}, overrides=overrides)) is gated
