@@ -97,6 +97,7 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=5000)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--old-root", default="")
+    p.add_argument("--name", default="worker_relay", help="results file under bench/results/")
     args = p.parse_args()
     targets = (["old-inline", "old-process"] if args.old_root else []) + ["inline", "process"]
     runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
@@ -118,7 +119,7 @@ def main() -> None:
         rows.append([t, f"{tps:,.0f}", f"{cpu:.1f}", f"{cpu / base:.2f}x", vs_old])
     print(table(["worker", "tok/s (median)", "CPU µs/token (median)", f"CPU vs {targets[0]}", "CPU vs old-same"],
                 rows))
-    path = write_results("worker_relay", {"args": vars(args), "runs": runs, "summary": summary})
+    path = write_results(args.name, {"args": vars(args), "runs": runs, "summary": summary})
     print(f"wrote {path}")
 
 
