@@ -55,20 +55,14 @@ def prompts(n: int) -> list[str]:
 def run_raw(n: int, max_tokens: int, chunk: int) -> dict[str, Any]:
     import openvino_genai as og
 
+    from rtserver.engines.base import SamplingParams
     from rtserver.engines.models import resolve_model
+    from rtserver.engines.openvino import generation_config, scheduler_config
 
-    sc = og.SchedulerConfig()
-    sc.cache_size = 1
-    sc.enable_prefix_caching = True
-    sc.max_num_seqs = n
-    sc.dynamic_split_fuse = True
-    sc.max_num_batched_tokens = chunk
-    pipe = og.ContinuousBatchingPipeline(str(resolve_model("smollm2-135m")), sc, "CPU", {})
+    # the engine's own scheduler and generation settings, for the gateway's greedy requests
+    pipe = og.ContinuousBatchingPipeline(str(resolve_model("smollm2-135m")), scheduler_config(n, chunk), "CPU", {})
     tok = pipe.get_tokenizer()
-    gc = og.GenerationConfig()
-    gc.max_new_tokens = max_tokens
-    gc.do_sample = False
-    gc.repetition_penalty = REPETITION_PENALTY
+    gc = generation_config(SamplingParams(max_tokens=max_tokens, temperature=0.0, repetition_penalty=REPETITION_PENALTY))
     warm = pipe.add_request(0, tok.apply_chat_template([{"role": "user", "content": "Say hello."}],
                                                        add_generation_prompt=True), gc)
     while warm.get_status() == og.GenerationStatus.RUNNING:
@@ -126,7 +120,7 @@ def main() -> None:
     p.add_argument("--conc", type=int, default=16)
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--repeat", type=int, default=2)
-    p.add_argument("--chunk", type=int, default=256, help="raw pipeline's max_num_batched_tokens")
+    p.add_argument("--chunk", type=int, default=256, help="prefill chunk of both sides (the engine's step_budget applies)")
     p.add_argument("--old-root", default="", help="a checkout to run as gateway-old")
     p.add_argument("--name", default="engine_vs_gateway", help="results file under bench/results/")
     p.add_argument("--gateway-flag", action="append", default=[], metavar="FLAG",

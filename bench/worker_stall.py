@@ -181,15 +181,10 @@ def raw_scenario(chunk: int, prompt_tokens: int, others: int, other_tokens: int)
 
     from rtserver.engines.base import SamplingParams
     from rtserver.engines.models import DEFAULT_MODEL, resolve_model
-    from rtserver.engines.openvino import generation_config, step_budget
+    from rtserver.engines.openvino import generation_config, scheduler_config
 
-    sc = og.SchedulerConfig()
-    sc.cache_size = 1
-    sc.enable_prefix_caching = True
-    sc.max_num_seqs = others + 1
-    sc.dynamic_split_fuse = True
-    sc.max_num_batched_tokens = step_budget(others + 1, chunk)  # as the engine builds it
-    pipe = og.ContinuousBatchingPipeline(str(resolve_model(DEFAULT_MODEL)), sc, "CPU", {})
+    pipe = og.ContinuousBatchingPipeline(str(resolve_model(DEFAULT_MODEL)), scheduler_config(others + 1, chunk),
+                                         "CPU", {})  # as the engine builds it
     tok = pipe.get_tokenizer()
 
     def prompt(text: str) -> str:

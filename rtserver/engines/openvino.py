@@ -58,6 +58,20 @@ def step_budget(capacity: int, prefill_chunk: int) -> int:
     return max(int(prefill_chunk), capacity + MIN_PROMPT_TOKENS)
 
 
+def scheduler_config(capacity: int, prefill_chunk: int, kv_cache_gb: float = 1.0) -> Any:
+    """openvino's ``SchedulerConfig`` as this engine builds it (the benches' raw side uses it too):
+    prefix caching, dynamic split-fuse, ``step_budget`` tokens a step."""
+    import openvino_genai as og
+
+    sc = og.SchedulerConfig()
+    sc.cache_size = max(1, int(kv_cache_gb))
+    sc.enable_prefix_caching = True
+    sc.max_num_seqs = capacity
+    sc.dynamic_split_fuse = True
+    sc.max_num_batched_tokens = step_budget(capacity, prefill_chunk)
+    return sc
+
+
 def generation_config(params: SamplingParams) -> Any:
     """openvino's ``GenerationConfig`` for ``params`` (temperature 0: greedy). Our prompts come
     with the chat template already applied, so openvino must not apply it again."""
@@ -140,12 +154,7 @@ class OpenVinoEngine:
         import openvino_genai as og
 
         path = resolve_model(self._model)
-        sc = og.SchedulerConfig()
-        sc.cache_size = max(1, int(self._kv_cache_gb))
-        sc.enable_prefix_caching = True
-        sc.max_num_seqs = self._capacity
-        sc.dynamic_split_fuse = True
-        sc.max_num_batched_tokens = self._prefill_chunk
+        sc = scheduler_config(self._capacity, self._prefill_chunk, self._kv_cache_gb)
         props: dict[str, Any] = {}
         if self._threads:
             props["INFERENCE_NUM_THREADS"] = self._threads
