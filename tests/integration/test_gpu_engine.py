@@ -23,6 +23,7 @@ import torch
 
 from rtserver.engines.base import ChatMessage, EngineEvent, FinishEvent, GenerateRequest, SamplingParams, TokenEvent
 from rtserver.engines.gpu.engine import GpuEngine
+from tests.fixtures.answers import answer
 from tests.fixtures.tiny_model import SPECIALS, build_tokenizer, tiny_config
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -65,10 +66,9 @@ def _request(words: int, *, start: int, rid: str, key: str | None = None, max_to
 
 
 async def _run(engine: GpuEngine, request: GenerateRequest) -> tuple[str, FinishEvent]:
-    events: list[EngineEvent] = [e async for e in engine.generate(request)]
-    finish = events[-1]
-    assert isinstance(finish, FinishEvent) and finish.error is None, finish
-    return "".join(e.text for e in events if isinstance(e, TokenEvent)), finish
+    text, finish = await answer(engine, request)
+    assert finish.error is None, finish
+    return text, finish
 
 
 def _expected(reference: Any, engine: GpuEngine, request: GenerateRequest) -> tuple[str, int]:

@@ -5,11 +5,11 @@ the prompt's token count in ``done`` must count what the model read."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
-from rtserver.engines.base import ChatMessage, FinishEvent, GenerateRequest, SamplingParams, TokenEvent
+from rtserver.engines.base import ChatMessage, GenerateRequest, SamplingParams
+from tests.fixtures.answers import answer
 
 pytestmark = pytest.mark.model
 
@@ -18,17 +18,6 @@ CASES = [
     ((ChatMessage("system", "You answer in French."), ChatMessage("user", "Où est la gare ? Réponds en une phrase.")), ""),
     ((ChatMessage("user", "Write a Python function that adds two numbers."),), "def add(a, b):\n    "),
 ]
-
-
-async def _answer(engine: Any, rid: str, messages: tuple[ChatMessage, ...], prefix: str) -> tuple[str, FinishEvent]:
-    request = GenerateRequest(rid, messages, SamplingParams(max_tokens=24, temperature=0), prefix=prefix)
-    text, last = "", None
-    async for event in engine.generate(request):
-        if isinstance(event, TokenEvent):
-            text += event.text
-        last = event
-    assert isinstance(last, FinishEvent)
-    return text, last
 
 
 def test_the_engine_answers_as_the_pipeline_does_for_the_prompt_text() -> None:
@@ -40,7 +29,8 @@ def test_the_engine_answers_as_the_pipeline_does_for_the_prompt_text() -> None:
         await engine.start()
         try:
             for i, (messages, prefix) in enumerate(CASES):
-                text, done = await asyncio.wait_for(_answer(engine, f"r{i}", messages, prefix), 60)
+                request = GenerateRequest(f"r{i}", messages, SamplingParams(max_tokens=24, temperature=0), prefix=prefix)
+                text, done = await asyncio.wait_for(answer(engine, request), 60)
                 tok = engine._tok
                 prompt = tok.apply_chat_template([{"role": m.role, "content": m.content} for m in messages],
                                                  add_generation_prompt=True) + prefix

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from rtserver.engines.base import ChatMessage, FinishEvent, GenerateRequest, SamplingParams
+from tests.fixtures.answers import answer
 
 pytestmark = pytest.mark.model
 
@@ -30,11 +31,7 @@ class _BrokenDecode:
 
 async def _finish(engine: Any, rid: str) -> FinishEvent:
     request = GenerateRequest(rid, (ChatMessage("user", "Say hello."),), SamplingParams(max_tokens=8, temperature=0))
-    last = None
-    async for event in engine.generate(request):
-        last = event
-    assert isinstance(last, FinishEvent)
-    return last
+    return (await answer(engine, request))[1]
 
 
 def test_an_error_on_the_engine_thread_ends_the_request_and_the_engine_goes_on() -> None:
