@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from rtserver.engines.stepgate import GatedLoop, StepGate, gate_of
+from rtserver.runner import run_gated
 
 
 def _in_thread(fn: object) -> threading.Thread:
@@ -42,8 +43,7 @@ def test_wait_returns_after_a_chain_of_loop_turns_has_finished() -> None:
         await asyncio.to_thread(thread.join, 10)
         assert opened == [True]
 
-    with asyncio.Runner(loop_factory=GatedLoop) as runner:
-        runner.run(main())
+    run_gated(main())
     assert seen_at_open == [200]  # every turn of the chain ran before the gate opened
 
 
@@ -65,8 +65,7 @@ def test_wait_gives_up_after_max_wait_when_the_loop_is_never_idle() -> None:
         await task
         assert result == [False]
 
-    with asyncio.Runner(loop_factory=GatedLoop) as runner:
-        runner.run(main())
+    run_gated(main())
 
 
 def test_wait_on_a_closed_loop_returns_at_once() -> None:
